@@ -1,0 +1,1 @@
+"""``herald``: the operator's command line."""

@@ -1,0 +1,5 @@
+"""``python -m herald_cli`` is ``herald``."""
+
+from herald_cli.main import app
+
+app()

@@ -1,0 +1,5 @@
+"""``python -m herald_api`` runs the API server."""
+
+from herald_api.main import main
+
+main()

@@ -1,0 +1,100 @@
+"""Authentication by bearer API key, and the principal every route acts for.
+
+Verified keys are trusted for a short, configurable time (``HERALD_API_AUTH_CACHE_TTL_SECONDS``)
+so a hot read path does not touch PostgreSQL for every request; a revocation takes effect within
+that time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from herald_shared.accounts import StoredKey, find_key
+from herald_shared.apikeys import Role, parse_key_id, token_matches
+from herald_shared.db import Database
+
+_CHALLENGE = 'Bearer realm="herald"'
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    account_id: uuid.UUID
+    key_id: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    def may_see(self, author_id: uuid.UUID, status: str) -> bool:
+        return status == "published" or self.is_admin or author_id == self.account_id
+
+    def may_change(self, author_id: uuid.UUID) -> bool:
+        return self.is_admin or author_id == self.account_id
+
+
+class AuthenticationError(Exception):
+    """The request carries no usable credentials; ``reason`` goes to the client."""
+
+    def __init__(self, reason: str, error_code: str | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        challenge = _CHALLENGE if error_code is None else f'{_CHALLENGE}, error="{error_code}"'
+        self.challenge = challenge
+
+
+class KeyCache:
+    """A bounded in-process map of key id → stored key, each entry trusted for ``ttl`` seconds."""
+
+    def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[float, StoredKey]] = OrderedDict()
+
+    def get(self, key_id: str) -> StoredKey | None:
+        entry = self._entries.get(key_id)
+        if entry is None:
+            return None
+        stored_at, key = entry
+        if time.monotonic() - stored_at > self._ttl:
+            del self._entries[key_id]
+            return None
+        return key
+
+    def put(self, key: StoredKey) -> None:
+        if self._ttl <= 0:
+            return
+        self._entries[key.key_id] = (time.monotonic(), key)
+        self._entries.move_to_end(key.key_id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise AuthenticationError("An API key is required: Authorization: Bearer <key>.", None)
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("Use the Bearer scheme: Authorization: Bearer <key>.", "invalid_request")
+    return token.strip()
+
+
+async def authenticate(authorization: str | None, db: Database, cache: KeyCache) -> Principal:
+    token = bearer_token(authorization)
+    key_id = parse_key_id(token)
+    if key_id is None:
+        raise AuthenticationError("The API key is malformed.", "invalid_token")
+    stored = cache.get(key_id)
+    if stored is None:
+        async with db.writer() as conn:  # keys are read from the primary: a new key works at once
+            stored = await find_key(conn, key_id)
+        if stored is not None:
+            cache.put(stored)
+    if stored is None or not token_matches(token, stored.token_hash):
+        raise AuthenticationError("The API key is not valid.", "invalid_token")
+    if stored.revoked_at is not None:
+        raise AuthenticationError("The API key has been revoked.", "invalid_token")
+    return Principal(account_id=stored.account_id, key_id=stored.key_id, role=stored.role)

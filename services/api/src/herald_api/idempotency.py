@@ -1,0 +1,120 @@
+"""Idempotency keys with Stripe's semantics, stored in PostgreSQL with the write itself.
+
+Within the write's transaction the key is first locked with a transaction-scoped advisory lock:
+a second request with the same key while the first is still running gets 409 at once instead of
+waiting. A completed key replays the stored response; the same key with another request body
+is refused with 422. The record commits atomically with the write, so a crash cannot leave a
+write without its record or a record without its write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from herald_api.problems import Problem
+
+_MAX_KEY_CHARS = 255
+# The first half of the two-int advisory lock id; other users of advisory locks pick other values.
+_LOCK_CLASS = 0x4944  # "ID"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def validate_key(key: str) -> str:
+    if not 1 <= len(key) <= _MAX_KEY_CHARS or not key.isascii() or not key.isprintable():
+        raise Problem(
+            400,
+            f"Idempotency-Key must be 1 to {_MAX_KEY_CHARS} printable ASCII characters.",
+            type_="invalid-idempotency-key",
+        )
+    return key
+
+
+def request_fingerprint(method: str, path: str, body: Any) -> bytes:
+    """Identifies "the same request": method, path and the JSON body, key order ignored."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).digest()
+
+
+async def claim(
+    conn: asyncpg.Connection, account_id: uuid.UUID, key: str, fingerprint: bytes
+) -> StoredResponse | None:
+    """Inside the write's transaction: the response to replay, or None to go ahead."""
+    locked = await conn.fetchval(
+        "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", _LOCK_CLASS, f"{account_id}:{key}"
+    )
+    if not locked:
+        raise Problem(
+            409,
+            "A request with this Idempotency-Key is still being processed.",
+            type_="idempotency-key-in-use",
+            headers={"Retry-After": "1"},
+        )
+    row = await conn.fetchrow(
+        """
+        SELECT request_hash, response_status, response_body, response_headers
+        FROM idempotency_keys
+        WHERE account_id = $1 AND key = $2 AND expires_at > now()
+        """,
+        account_id,
+        key,
+    )
+    if row is None:
+        return None
+    if bytes(row["request_hash"]) != fingerprint:
+        raise Problem(
+            422,
+            "This Idempotency-Key was used with a different request.",
+            type_="idempotency-key-reused",
+        )
+    return StoredResponse(
+        status=row["response_status"],
+        body=bytes(row["response_body"]),
+        headers=json.loads(row["response_headers"]),
+    )
+
+
+async def record(
+    conn: asyncpg.Connection,
+    account_id: uuid.UUID,
+    key: str,
+    fingerprint: bytes,
+    response: StoredResponse,
+    ttl: timedelta,
+) -> None:
+    """Inside the write's transaction: store the response (replacing an expired record)."""
+    await conn.execute(
+        """
+        INSERT INTO idempotency_keys
+            (account_id, key, request_hash, response_status, response_body, response_headers,
+             expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6::jsonb, now() + $7::interval)
+        ON CONFLICT (account_id, key) DO UPDATE SET
+            request_hash = EXCLUDED.request_hash,
+            response_status = EXCLUDED.response_status,
+            response_body = EXCLUDED.response_body,
+            response_headers = EXCLUDED.response_headers,
+            created_at = now(),
+            expires_at = EXCLUDED.expires_at
+        """,
+        account_id,
+        key,
+        fingerprint,
+        response.status,
+        response.body,
+        json.dumps(dict(response.headers)),
+        ttl,
+    )

@@ -1,0 +1,66 @@
+"""The API's entry points: ``create_app`` (the ASGI app factory) and ``main`` (the server)."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+from herald_api.body_limit import BodyLimitMiddleware
+from herald_api.lifespan import create_lifespan
+from herald_api.problems import install_problem_handlers
+from herald_api.request_context import RequestContextMiddleware
+from herald_api.routes import health, posts
+from herald_api.settings import Settings
+from herald_shared.logs import configure_logging
+
+DESCRIPTION = """
+Herald publishes posts and the events they cause.
+
+Authenticate every `/v1` request with `Authorization: Bearer <api key>`
+(create one with `herald keys create --account NAME`). Errors are
+`application/problem+json` (RFC 9457). Writes accept an `Idempotency-Key`;
+`PATCH` and `DELETE` honour `If-Match`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Herald",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=create_lifespan(settings),
+    )
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    app.include_router(posts.router)
+    return app
+
+
+def create_server_app() -> FastAPI:
+    """The factory each server process calls: settings from the environment, logging set up."""
+    settings = Settings()
+    configure_logging("herald-api", settings.log)
+    return create_app(settings)
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging("herald-api", settings.log)
+    server = settings.server
+    uvicorn.run(
+        "herald_api.main:create_server_app",
+        factory=True,
+        host=server.host,
+        port=server.port,
+        workers=server.processes,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(server.graceful_shutdown_seconds),
+        proxy_headers=False,
+    )

@@ -1,0 +1,132 @@
+"""SQL for posts. Plain, parameterised SQL; every list shape has an index (see migration 0001)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from herald_api.cursors import Position
+
+POST_COLUMNS = (
+    "id, author_id, title, body, tags, status, version, created_at, updated_at, published_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A page request, already reduced to what the viewer may see."""
+
+    limit: int
+    after: Position | None = None
+    author_id: uuid.UUID | None = None
+    tag: str | None = None
+    status: str | None = None
+    #: Restrict to published posts or this account's own (a member's view with no narrower filter).
+    visible_to: uuid.UUID | None = None
+
+
+async def fetch_post(conn: asyncpg.Connection, post_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {POST_COLUMNS} FROM posts WHERE id = $1", post_id)  # noqa: S608
+
+
+async def lock_post(conn: asyncpg.Connection, post_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {POST_COLUMNS} FROM posts WHERE id = $1 FOR UPDATE",  # noqa: S608
+        post_id,
+    )
+
+
+async def insert_post(
+    conn: asyncpg.Connection,
+    *,
+    author_id: uuid.UUID,
+    title: str,
+    body: str,
+    tags: list[str],
+    status: str,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO posts (id, author_id, title, body, tags, status, published_at)
+        VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $6 = 'published' THEN now() END)
+        RETURNING {POST_COLUMNS}
+        """,  # noqa: S608
+        uuid.uuid4(),
+        author_id,
+        title,
+        body,
+        tags,
+        status,
+    )
+    assert row is not None
+    return row
+
+
+async def update_post(
+    conn: asyncpg.Connection, post_id: uuid.UUID, changes: dict[str, Any]
+) -> asyncpg.Record:
+    """Apply ``changes`` (a subset of title, body, tags, status) and bump the version."""
+    allowed = ("title", "body", "tags", "status")
+    assignments = []
+    args: list[Any] = [post_id]
+    for column in allowed:
+        if column in changes:
+            args.append(changes[column])
+            assignments.append(f"{column} = ${len(args)}")
+    row = await conn.fetchrow(
+        f"""
+        UPDATE posts SET {", ".join(assignments)},
+            version = version + 1,
+            updated_at = now(),
+            published_at = CASE
+                WHEN status = 'published' THEN coalesce(published_at, now())
+            END
+        WHERE id = $1
+        RETURNING {POST_COLUMNS}
+        """,  # noqa: S608 - column names come from the fixed list above
+        *args,
+    )
+    assert row is not None
+    return row
+
+
+async def delete_post(conn: asyncpg.Connection, post_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM posts WHERE id = $1", post_id)
+
+
+def build_list_sql(query: ListQuery) -> tuple[str, list[Any]]:
+    """The keyset query for a page, newest first; exposed so tests can EXPLAIN every shape."""
+    conditions: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if query.author_id is not None:
+        conditions.append(f"author_id = {arg(query.author_id)}")
+    if query.status is not None:
+        conditions.append(f"status = {arg(query.status)}")
+    if query.tag is not None:
+        conditions.append(f"tags @> ARRAY[{arg(query.tag)}]::text[]")
+    if query.visible_to is not None:
+        conditions.append(f"(status = 'published' OR author_id = {arg(query.visible_to)})")
+    if query.after is not None:
+        conditions.append(
+            f"(created_at, id) < ({arg(query.after.created_at)}, {arg(query.after.id)})"
+        )
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = (
+        f"SELECT {POST_COLUMNS} FROM posts {where} "  # noqa: S608
+        f"ORDER BY created_at DESC, id DESC LIMIT {arg(query.limit + 1)}"
+    )
+    return sql, args
+
+
+async def list_posts(conn: asyncpg.Connection, query: ListQuery) -> list[asyncpg.Record]:
+    """Up to ``limit + 1`` rows: the extra one tells whether another page exists."""
+    sql, args = build_list_sql(query)
+    return list(await conn.fetch(sql, *args))

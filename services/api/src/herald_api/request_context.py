@@ -1,0 +1,80 @@
+"""Per-request context: the request id (``X-Request-ID``) and the access log line.
+
+A pure ASGI middleware, so it adds no task or copy on the hot path. A client may send its
+own ``X-Request-ID`` (validated); otherwise one is generated.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_STATE_KEY = "request_id"
+_access_log = structlog.get_logger("herald.access")
+
+
+def request_id_of(scope: Scope) -> str | None:
+    state: dict[str, Any] = scope.get("state") or {}
+    value = state.get(_STATE_KEY)
+    return value if isinstance(value, str) else None
+
+
+def set_account_of(scope: Scope, account_id: str) -> None:
+    """Record the authenticated account for the access log line."""
+    scope.setdefault("state", {})["account_id"] = account_id
+
+
+def _incoming_request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _REQUEST_ID_RE.match(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope)
+        state = scope.setdefault("state", {})
+        state[_STATE_KEY] = request_id
+        header = (b"x-request-id", request_id.encode("latin-1"))
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [h for h in message.get("headers", ()) if h[0] != b"x-request-id"]
+                headers.append(header)
+                message["headers"] = headers
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            route = scope.get("route")
+            _access_log.info(
+                "request",
+                method=scope["method"],
+                route=getattr(route, "path", None) or "unmatched",
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                account_id=state.get("account_id"),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")

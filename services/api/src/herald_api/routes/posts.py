@@ -1,0 +1,287 @@
+"""``/v1/posts``: create, read, update, delete and list posts.
+
+Every write runs in one transaction that also inserts its event into the outbox and, when the
+client sent an ``Idempotency-Key``, stores the response for replays.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import Response
+
+from herald_api import idempotency
+from herald_api.auth import Principal
+from herald_api.cursors import InvalidCursorError, Position, filter_fingerprint
+from herald_api.dependencies import PrincipalDep
+from herald_api.lifespan import StateDep
+from herald_api.preconditions import etag_for, if_match_fails, if_none_match_hits
+from herald_api.problems import Problem, problem_responses
+from herald_api.repositories import (
+    ListQuery,
+    delete_post,
+    fetch_post,
+    insert_post,
+    list_posts,
+    lock_post,
+    update_post,
+)
+from herald_api.schemas import TAG_PATTERN, PostCreate, PostOut, PostPage, PostPatch, Status
+from herald_shared.events import EventEnvelope, PostCreated, PostDeleted, PostUpdated
+from herald_shared.outbox import enqueue_event
+from herald_shared.tracecontext import current_trace_headers
+
+router = APIRouter(prefix="/v1/posts", tags=["posts"])
+
+JSON = "application/json"
+_NOT_FOUND = "No post with this id is visible to you."
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes the request safe to retry: a replay returns the original response.",
+        examples=["2f1d9c1e-create-post-42"],
+    ),
+]
+IfMatch = Annotated[
+    str | None,
+    Header(alias="If-Match", description="Apply only if the post's ETag is still this one."),
+]
+
+
+def _post_json(row: asyncpg.Record) -> bytes:
+    return PostOut.model_validate(dict(row)).model_dump_json().encode()
+
+
+def _snapshot(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "author_id": row["author_id"],
+        "status": row["status"],
+        "title": row["title"],
+        "tags": list(row["tags"]),
+        "published_at": row["published_at"],
+    }
+
+
+def _check_visible(principal: Principal, row: asyncpg.Record | None) -> asyncpg.Record:
+    if row is None or not principal.may_see(row["author_id"], row["status"]):
+        raise Problem(404, _NOT_FOUND)
+    return row
+
+
+def _check_changeable(principal: Principal, row: asyncpg.Record | None) -> asyncpg.Record:
+    row = _check_visible(principal, row)
+    if not principal.may_change(row["author_id"]):
+        raise Problem(403, "Only the author or an admin may change this post.")
+    return row
+
+
+def _check_if_match(if_match: str | None, row: asyncpg.Record) -> None:
+    current = etag_for(row["version"])
+    if if_match_fails(if_match, current):
+        raise Problem(
+            412,
+            f"The post has changed: its ETag is now {current}.",
+            headers={"ETag": current},
+        )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=PostOut,
+    summary="Create a post",
+    responses=problem_responses(400, 401, 409, 413, 422, 503),
+)
+async def create_post(
+    payload: PostCreate,
+    state: StateDep,
+    principal: PrincipalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
+    fingerprint = idempotency.request_fingerprint("POST", router.prefix, payload.model_dump())
+    ttl = timedelta(hours=state.settings.server.idempotency_ttl_hours)
+    async with state.db.writer() as conn, conn.transaction():
+        if key is not None:
+            stored = await idempotency.claim(conn, principal.account_id, key, fingerprint)
+            if stored is not None:
+                return Response(
+                    stored.body,
+                    stored.status,
+                    headers={**stored.headers, "Idempotent-Replayed": "true"},
+                    media_type=JSON,
+                )
+        row = await insert_post(
+            conn,
+            author_id=principal.account_id,
+            title=payload.title,
+            body=payload.body,
+            tags=payload.tags,
+            status=payload.status,
+        )
+        event = EventEnvelope.wrap(
+            PostCreated.model_validate(_snapshot(row)),
+            aggregate_id=row["id"],
+            aggregate_version=row["version"],
+        )
+        await enqueue_event(conn, event, current_trace_headers())
+        response = idempotency.StoredResponse(
+            status=201,
+            body=_post_json(row),
+            headers={"Location": f"{router.prefix}/{row['id']}", "ETag": etag_for(row["version"])},
+        )
+        if key is not None:
+            await idempotency.record(conn, principal.account_id, key, fingerprint, response, ttl)
+    return Response(response.body, 201, headers=dict(response.headers), media_type=JSON)
+
+
+@router.get(
+    "/{post_id}",
+    response_model=PostOut,
+    summary="Read a post",
+    responses={304: {"description": "Not modified (If-None-Match)"}}
+    | problem_responses(400, 401, 404, 422, 503),
+)
+async def read_post(
+    post_id: uuid.UUID,
+    state: StateDep,
+    principal: PrincipalDep,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    async with state.db.reader() as conn:
+        row = _check_visible(principal, await fetch_post(conn, post_id))
+    etag = etag_for(row["version"])
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if if_none_match_hits(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(_post_json(row), headers=headers, media_type=JSON)
+
+
+@router.patch(
+    "/{post_id}",
+    response_model=PostOut,
+    summary="Change some fields of a post",
+    responses=problem_responses(400, 401, 403, 404, 412, 413, 422, 503),
+)
+async def patch_post(
+    post_id: uuid.UUID,
+    payload: PostPatch,
+    state: StateDep,
+    principal: PrincipalDep,
+    if_match: IfMatch = None,
+) -> Response:
+    changes = payload.model_dump(exclude_unset=True)
+    async with state.db.writer() as conn, conn.transaction():
+        current = _check_changeable(principal, await lock_post(conn, post_id))
+        _check_if_match(if_match, current)
+        if all(
+            (list(current[name]) if name == "tags" else current[name]) == value
+            for name, value in changes.items()
+        ):
+            row = current  # nothing changes: no new version, no event
+        else:
+            row = await update_post(conn, post_id, changes)
+            event = EventEnvelope.wrap(
+                PostUpdated.model_validate(
+                    _snapshot(row) | {"previous_status": current["status"]}
+                ),
+                aggregate_id=post_id,
+                aggregate_version=row["version"],
+            )
+            await enqueue_event(conn, event, current_trace_headers())
+    return Response(_post_json(row), headers={"ETag": etag_for(row["version"])}, media_type=JSON)
+
+
+@router.delete(
+    "/{post_id}",
+    status_code=204,
+    summary="Delete a post",
+    responses=problem_responses(400, 401, 403, 404, 412, 422, 503),
+)
+async def remove_post(
+    post_id: uuid.UUID,
+    state: StateDep,
+    principal: PrincipalDep,
+    if_match: IfMatch = None,
+) -> Response:
+    async with state.db.writer() as conn, conn.transaction():
+        current = _check_changeable(principal, await lock_post(conn, post_id))
+        _check_if_match(if_match, current)
+        await delete_post(conn, post_id)
+        event = EventEnvelope.wrap(
+            PostDeleted(author_id=current["author_id"], status=current["status"]),
+            aggregate_id=post_id,
+            # Deletion is the post's last version: anything cached at an older one is stale.
+            aggregate_version=current["version"] + 1,
+        )
+        await enqueue_event(conn, event, current_trace_headers())
+    return Response(status_code=204)
+
+
+def _visible_query(
+    principal: Principal,
+    *,
+    limit: int,
+    after: Position | None,
+    author: uuid.UUID | None,
+    tag: str | None,
+    status: Status | None,
+) -> ListQuery | None:
+    """Narrow the filters to what the principal may see; None when nothing can match."""
+    if principal.is_admin or status == "published":
+        return ListQuery(limit, after, author, tag, status)
+    me = principal.account_id
+    if status == "draft":
+        if author is not None and author != me:
+            return None
+        return ListQuery(limit, after, me, tag, "draft")
+    if author == me:
+        return ListQuery(limit, after, me, tag)
+    if author is not None:
+        return ListQuery(limit, after, author, tag, "published")
+    return ListQuery(limit, after, tag=tag, visible_to=me)
+
+
+@router.get(
+    "",
+    response_model=PostPage,
+    summary="List posts, newest first",
+    description="Keyset pagination: follow `next_cursor` until it is null.",
+    responses=problem_responses(400, 401, 422, 503),
+)
+async def list_posts_page(
+    state: StateDep,
+    principal: PrincipalDep,
+    author: Annotated[uuid.UUID | None, Query(description="Author's account id")] = None,
+    tag: Annotated[str | None, Query(pattern=TAG_PATTERN)] = None,
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    fingerprint = filter_fingerprint(author, tag, status)
+    after = None
+    if cursor is not None:
+        try:
+            after = state.cursors.decode(cursor, fingerprint)
+        except InvalidCursorError as exc:
+            raise Problem(400, str(exc), type_="invalid-cursor") from None
+    query = _visible_query(
+        principal, limit=limit, after=after, author=author, tag=tag, status=status
+    )
+    rows: list[asyncpg.Record] = []
+    if query is not None:
+        async with state.db.reader() as conn:
+            rows = await list_posts(conn, query)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = state.cursors.encode(Position(last["created_at"], last["id"]), fingerprint)
+    page = PostPage(items=[PostOut.model_validate(dict(r)) for r in rows], next_cursor=next_cursor)
+    return Response(page.model_dump_json().encode(), media_type=JSON)

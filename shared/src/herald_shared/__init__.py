@@ -1,0 +1,1 @@
+"""Herald's shared library: everything more than one service needs, and nothing service-specific."""

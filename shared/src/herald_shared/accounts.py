@@ -1,0 +1,95 @@
+"""SQL for accounts and their API keys, used by the API (authentication) and the CLI."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from herald_shared.apikeys import NewKey, Role, generate_key
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    key_id: str
+    account_id: uuid.UUID
+    account_name: str
+    role: Role
+    token_hash: bytes
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+async def ensure_account(conn: asyncpg.Connection, name: str) -> uuid.UUID:
+    """The id of the account with this name, creating it when missing."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO accounts (id, name) VALUES ($1, $2)
+        ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+        RETURNING id
+        """,
+        uuid.uuid4(),
+        name,
+    )
+    assert row is not None
+    account_id: uuid.UUID = row["id"]
+    return account_id
+
+
+async def create_key(conn: asyncpg.Connection, account_name: str, role: Role) -> NewKey:
+    """Create the account if needed and a new key for it; the token is returned only here."""
+    async with conn.transaction():
+        account_id = await ensure_account(conn, account_name)
+        key = generate_key()
+        await conn.execute(
+            "INSERT INTO api_keys (id, account_id, token_hash, role) VALUES ($1, $2, $3, $4)",
+            key.key_id,
+            account_id,
+            key.token_hash,
+            role.value,
+        )
+    return key
+
+
+async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
+    """Revoke a key; False when no active key has this id."""
+    status: str = await conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id
+    )
+    return status == "UPDATE 1"
+
+
+_KEY_COLUMNS = """
+    k.id, k.account_id, a.name AS account_name, k.role, k.token_hash, k.created_at, k.revoked_at
+"""
+
+
+def _stored_key(row: asyncpg.Record) -> StoredKey:
+    return StoredKey(
+        key_id=row["id"],
+        account_id=row["account_id"],
+        account_name=row["account_name"],
+        role=Role(row["role"]),
+        token_hash=bytes(row["token_hash"]),
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+async def find_key(conn: asyncpg.Connection, key_id: str) -> StoredKey | None:
+    row = await conn.fetchrow(
+        f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id "  # noqa: S608
+        "WHERE k.id = $1",
+        key_id,
+    )
+    return _stored_key(row) if row else None
+
+
+async def list_keys(conn: asyncpg.Connection) -> list[StoredKey]:
+    rows = await conn.fetch(
+        f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id "  # noqa: S608
+        "ORDER BY a.name, k.created_at"
+    )
+    return [_stored_key(row) for row in rows]

@@ -1,0 +1,89 @@
+"""The asyncpg pools: one for the primary and, when configured, one for the read replica.
+
+Every connection carries a deadline: a connect timeout, an acquire timeout, a client-side
+command timeout and (unless running behind PgBouncer) server-side statement and
+idle-in-transaction timeouts as a backstop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from herald_shared.settings import DatabaseSettings
+
+#: Errors meaning "the database cannot be reached right now" rather than "the query is wrong".
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The pools a process uses. ``replica`` is the primary when no replica is configured."""
+
+    primary: asyncpg.Pool
+    replica: asyncpg.Pool
+    acquire_timeout: float
+
+    def writer(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        """A primary connection, waiting at most the acquire timeout."""
+        return self.primary.acquire(timeout=self.acquire_timeout)  # type: ignore[no-any-return]
+
+    def reader(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        """A connection for reads that tolerate replica lag."""
+        return self.replica.acquire(timeout=self.acquire_timeout)  # type: ignore[no-any-return]
+
+
+def pool_options(settings: DatabaseSettings, application_name: str) -> dict[str, Any]:
+    """Keyword arguments for ``asyncpg.create_pool`` that apply the settings' limits."""
+    options: dict[str, Any] = {
+        "min_size": settings.pool_min_size,
+        "max_size": settings.pool_max_size,
+        "timeout": settings.connect_timeout_seconds,
+        "command_timeout": settings.command_timeout_seconds,
+        "max_inactive_connection_lifetime": settings.max_inactive_connection_lifetime_seconds,
+    }
+    if settings.pgbouncer:
+        # Transaction pooling hands each transaction to any server connection: a named
+        # prepared statement would not exist there, and startup parameters are refused.
+        options["statement_cache_size"] = 0
+    else:
+        options["server_settings"] = {
+            "application_name": application_name,
+            "statement_timeout": str(settings.statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
+        }
+    return options
+
+
+@contextlib.asynccontextmanager
+async def create_database(
+    settings: DatabaseSettings, application_name: str
+) -> AsyncIterator[Database]:
+    """Open the pools for the lifetime of the block and close them after it."""
+    options = pool_options(settings, application_name)
+    primary = await asyncpg.create_pool(settings.dsn, **options)
+    try:
+        if settings.replica_dsn:
+            replica = await asyncpg.create_pool(settings.replica_dsn, **options)
+        else:
+            replica = primary
+        try:
+            yield Database(primary, replica, settings.acquire_timeout_seconds)
+        finally:
+            if replica is not primary:
+                await replica.close()
+    finally:
+        await primary.close()

@@ -1,0 +1,87 @@
+"""The events Herald publishes: one envelope, small typed payloads, past-tense dotted types.
+
+Events are the contract between services. Consumers ignore fields they do not know, so
+adding an optional field is safe; anything else needs a new ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EventData(BaseModel):
+    """Base of every payload model."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+
+class PostSnapshot(EventData):
+    """What consumers of post events need without re-reading the post."""
+
+    author_id: uuid.UUID
+    status: Literal["draft", "published"]
+    title: str
+    tags: list[str]
+    published_at: datetime | None = None
+
+
+class PostCreated(PostSnapshot):
+    type: ClassVar[str] = "post.created"
+
+
+class PostUpdated(PostSnapshot):
+    type: ClassVar[str] = "post.updated"
+    previous_status: Literal["draft", "published"]
+
+
+class PostDeleted(EventData):
+    type: ClassVar[str] = "post.deleted"
+    author_id: uuid.UUID
+    status: Literal["draft", "published"]
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {
+    model.type: model for model in (PostCreated, PostUpdated, PostDeleted)
+}
+
+
+class EventEnvelope(BaseModel):
+    """The wire format of every event; ``type`` doubles as the routing key."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str
+    schema_version: int = 1
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    aggregate_id: uuid.UUID
+    aggregate_version: int
+    data: dict[str, Any]
+
+    @classmethod
+    def wrap(
+        cls,
+        data: EventData,
+        *,
+        aggregate_id: uuid.UUID,
+        aggregate_version: int,
+        occurred_at: datetime | None = None,
+    ) -> EventEnvelope:
+        return cls(
+            type=data.type,
+            schema_version=data.schema_version,
+            occurred_at=occurred_at or datetime.now(UTC),
+            aggregate_id=aggregate_id,
+            aggregate_version=aggregate_version,
+            data=data.model_dump(mode="json"),
+        )
+
+    def payload(self) -> EventData:
+        """The typed payload; raises KeyError for an unknown type, ValidationError if malformed."""
+        return EVENT_TYPES[self.type].model_validate(self.data)

@@ -1,0 +1,1 @@
+"""Alembic migration scripts for Herald's PostgreSQL schema (applied by ``herald migrate``)."""

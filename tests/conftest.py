@@ -1,0 +1,97 @@
+"""Fixtures shared by every suite: a private PostgreSQL database per test run, the API app
+in-process, and API keys for fresh accounts.
+
+The database is created from ``HERALD_DB_DSN`` (its role needs CREATEDB), migrated with the real
+migrations, and dropped at the end of the run, so runs never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from herald_api.main import create_app
+from herald_api.settings import ServerSettings, Settings
+from herald_shared import accounts
+from herald_shared.apikeys import Role
+from herald_shared.migrate import upgrade
+from herald_shared.settings import DatabaseSettings, SecuritySettings
+from tests.support.databases import create_database, drop_database, dsn_for
+
+
+@pytest.fixture(scope="session")
+async def database_dsn() -> AsyncIterator[str]:
+    """A freshly migrated database of this run's own."""
+    admin_dsn = os.environ.get("HERALD_DB_DSN", DatabaseSettings().dsn)
+    name = f"herald_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    await create_database(admin_dsn, name)
+    dsn = dsn_for(admin_dsn, name)
+    try:
+        await upgrade(dsn)
+        yield dsn
+    finally:
+        await drop_database(admin_dsn, name)
+
+
+@pytest.fixture(scope="session")
+async def db_pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database_dsn, min_size=1, max_size=4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def settings(database_dsn: str) -> Settings:
+    return Settings(
+        server=ServerSettings(auth_cache_ttl_seconds=0),
+        db=DatabaseSettings(dsn=database_dsn, pool_min_size=1, pool_max_size=8),
+        security=SecuritySettings(cursor_secret="test-cursor-secret"),
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in-process, its lifespan running, behind an HTTP client."""
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
+            yield http
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    token: str
+    key_id: str
+    account_id: uuid.UUID
+    account_name: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+MakeKey = Callable[..., Awaitable[ApiKey]]
+
+
+@pytest.fixture
+def make_key(db_pool: asyncpg.Pool) -> MakeKey:
+    """Create a key for a new account of its own (or for ``account`` when given)."""
+
+    async def make(role: Role = Role.MEMBER, account: str | None = None) -> ApiKey:
+        name = account or f"acct-{uuid.uuid4().hex[:12]}"
+        async with db_pool.acquire() as conn:
+            key = await accounts.create_key(conn, name, role)
+            account_id = await conn.fetchval("SELECT id FROM accounts WHERE name = $1", name)
+        return ApiKey(key.token, key.key_id, account_id, name)
+
+    return make
