@@ -22,8 +22,22 @@ from herald_api.settings import ServerSettings, Settings
 from herald_shared import accounts
 from herald_shared.apikeys import Role
 from herald_shared.migrate import upgrade
-from herald_shared.settings import DatabaseSettings, SecuritySettings
+from herald_shared.settings import (
+    AmqpSettings,
+    DatabaseSettings,
+    RateLimitSettings,
+    RedisSettings,
+    RelaySettings,
+    SecuritySettings,
+)
+from tests.support.apps import CopyStatePerRequest
+from tests.support.broker import AMQP_URL, delete_namespace
+from tests.support.cache import REDIS_URL, delete_keys
 from tests.support.databases import create_database, drop_database, dsn_for
+
+#: Every consumer name and retry-delay set tests declare, so the run can remove them all.
+TEST_CONSUMERS: set[str] = set()
+TEST_RETRY_DELAYS: set[tuple[float, ...]] = set()
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +55,31 @@ async def database_dsn() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
+async def amqp_namespace() -> AsyncIterator[str]:
+    """A broker namespace of this run's own; its exchange and queues are deleted at the end."""
+    namespace = f"test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        yield namespace
+    finally:
+        await delete_namespace(AMQP_URL, namespace, TEST_CONSUMERS, TEST_RETRY_DELAYS)
+
+
+@pytest.fixture(scope="session")
+async def redis_prefix() -> AsyncIterator[str]:
+    """A Redis key prefix of this run's own; its keys are deleted at the end."""
+    prefix = f"test:{os.getpid()}:{uuid.uuid4().hex[:6]}:"
+    try:
+        yield prefix
+    finally:
+        await delete_keys(REDIS_URL, prefix)
+
+
+@pytest.fixture
+def amqp_settings(amqp_namespace: str) -> AmqpSettings:
+    return AmqpSettings(url=AMQP_URL, namespace=amqp_namespace)
+
+
+@pytest.fixture(scope="session")
 async def db_pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(database_dsn, min_size=1, max_size=4)
     try:
@@ -50,11 +89,18 @@ async def db_pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-def settings(database_dsn: str) -> Settings:
+def settings(database_dsn: str, amqp_settings: AmqpSettings, redis_prefix: str) -> Settings:
     return Settings(
         server=ServerSettings(auth_cache_ttl_seconds=0),
         db=DatabaseSettings(dsn=database_dsn, pool_min_size=1, pool_max_size=8),
         security=SecuritySettings(cursor_secret="test-cursor-secret"),
+        amqp=amqp_settings,
+        relay=RelaySettings(sweep_interval_seconds=0.2),
+        redis=RedisSettings(url=REDIS_URL, key_prefix=redis_prefix),
+        # Generous budgets: the rate-limit tests set their own small ones.
+        rate_limit=RateLimitSettings(
+            read_per_window=1_000_000, write_per_window=1_000_000, anonymous_per_window=1_000_000
+        ),
     )
 
 
@@ -63,7 +109,9 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API in-process, its lifespan running, behind an HTTP client."""
     app = create_app(settings)
     async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        transport = httpx.ASGITransport(
+            app=CopyStatePerRequest(manager.app), raise_app_exceptions=False
+        )
         async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
             yield http
 

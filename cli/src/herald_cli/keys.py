@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-import asyncpg
 import typer
 
+from herald_cli.database import with_connection
 from herald_shared import accounts
 from herald_shared.apikeys import Role
-from herald_shared.settings import DatabaseSettings
 
 app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
-T = TypeVar("T")
-
-
-def _with_connection(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def run() -> T:
-        settings = DatabaseSettings()
-        conn = await asyncpg.connect(settings.dsn, timeout=settings.connect_timeout_seconds)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 @app.command("create")
@@ -37,7 +21,7 @@ def create(
     """Create a key. The key itself is printed once, alone on the last line."""
     if not 1 <= len(account) <= 100:
         raise typer.BadParameter("account names are 1 to 100 characters", param_hint="--account")
-    key = _with_connection(lambda conn: accounts.create_key(conn, account, role))
+    key = with_connection(lambda conn: accounts.create_key(conn, account, role))
     typer.echo(f"created key {key.key_id} for account {account!r} with role {role.value}")
     typer.echo("store it now: it cannot be shown again", err=True)
     typer.echo(key.token)
@@ -46,7 +30,7 @@ def create(
 @app.command("revoke")
 def revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by `keys list`.")]) -> None:
     """Revoke a key; requests with it are refused within the API's auth cache TTL."""
-    if not _with_connection(lambda conn: accounts.revoke_key(conn, key_id)):
+    if not with_connection(lambda conn: accounts.revoke_key(conn, key_id)):
         typer.echo(f"no active key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked key {key_id}")
@@ -55,7 +39,7 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by `keys
 @app.command("list")
 def list_keys() -> None:
     """List keys (ids, accounts, roles and state; never the keys themselves)."""
-    keys = _with_connection(accounts.list_keys)
+    keys = with_connection(accounts.list_keys)
     typer.echo(f"{'KEY ID':<14} {'ACCOUNT':<24} {'ROLE':<7} {'CREATED':<20} STATE")
     for key in keys:
         state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"

@@ -20,6 +20,9 @@ class StoredKey:
     token_hash: bytes
     created_at: datetime
     revoked_at: datetime | None
+    #: The account's rate-limit overrides; None means the configured default.
+    read_limit: int | None = None
+    write_limit: int | None = None
 
 
 async def ensure_account(conn: asyncpg.Connection, name: str) -> uuid.UUID:
@@ -62,7 +65,12 @@ async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
 
 
 _KEY_COLUMNS = """
-    k.id, k.account_id, a.name AS account_name, k.role, k.token_hash, k.created_at, k.revoked_at
+    k.id, k.account_id, a.name AS account_name, k.role, k.token_hash, k.created_at, k.revoked_at,
+    o.read_per_window, o.write_per_window
+"""
+_KEY_FROM = """
+    api_keys k JOIN accounts a ON a.id = k.account_id
+    LEFT JOIN rate_limit_overrides o ON o.account_id = k.account_id
 """
 
 
@@ -75,13 +83,14 @@ def _stored_key(row: asyncpg.Record) -> StoredKey:
         token_hash=bytes(row["token_hash"]),
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        read_limit=row["read_per_window"],
+        write_limit=row["write_per_window"],
     )
 
 
 async def find_key(conn: asyncpg.Connection, key_id: str) -> StoredKey | None:
     row = await conn.fetchrow(
-        f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id "  # noqa: S608
-        "WHERE k.id = $1",
+        f"SELECT {_KEY_COLUMNS} FROM {_KEY_FROM} WHERE k.id = $1",  # noqa: S608
         key_id,
     )
     return _stored_key(row) if row else None
@@ -89,7 +98,47 @@ async def find_key(conn: asyncpg.Connection, key_id: str) -> StoredKey | None:
 
 async def list_keys(conn: asyncpg.Connection) -> list[StoredKey]:
     rows = await conn.fetch(
-        f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id "  # noqa: S608
-        "ORDER BY a.name, k.created_at"
+        f"SELECT {_KEY_COLUMNS} FROM {_KEY_FROM} ORDER BY a.name, k.created_at"  # noqa: S608
     )
     return [_stored_key(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOverride:
+    account_name: str
+    read_per_window: int | None
+    write_per_window: int | None
+
+
+async def set_limits(
+    conn: asyncpg.Connection, account_name: str, read: int | None, write: int | None
+) -> bool:
+    """Set (or with both None, clear) an account's overrides; False when no such account."""
+    account_id = await conn.fetchval("SELECT id FROM accounts WHERE name = $1", account_name)
+    if account_id is None:
+        return False
+    if read is None and write is None:
+        await conn.execute("DELETE FROM rate_limit_overrides WHERE account_id = $1", account_id)
+        return True
+    await conn.execute(
+        """
+        INSERT INTO rate_limit_overrides (account_id, read_per_window, write_per_window)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (account_id) DO UPDATE SET read_per_window = EXCLUDED.read_per_window,
+            write_per_window = EXCLUDED.write_per_window, updated_at = now()
+        """,
+        account_id,
+        read,
+        write,
+    )
+    return True
+
+
+async def list_limits(conn: asyncpg.Connection) -> list[LimitOverride]:
+    rows = await conn.fetch(
+        """
+        SELECT a.name, o.read_per_window, o.write_per_window
+        FROM rate_limit_overrides o JOIN accounts a ON a.id = o.account_id ORDER BY a.name
+        """
+    )
+    return [LimitOverride(r["name"], r["read_per_window"], r["write_per_window"]) for r in rows]

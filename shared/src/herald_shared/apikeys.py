@@ -18,7 +18,7 @@ from enum import StrEnum
 TOKEN_PREFIX = "hrld"
 _KEY_ID_BYTES = 6
 _SECRET_BYTES = 32
-_TOKEN_RE = re.compile(r"^hrld_([A-Za-z0-9]{8,16})_([A-Za-z0-9_-]{40,64})$")
+_TOKEN_RE = re.compile(r"hrld_([A-Za-z0-9]{8,16})_([A-Za-z0-9_-]{40,64})")
 
 
 class Role(StrEnum):
@@ -47,7 +47,7 @@ def generate_key() -> NewKey:
 
 def parse_key_id(token: str) -> str | None:
     """The key id of a well-formed token, or None for anything else."""
-    match = _TOKEN_RE.match(token)
+    match = _TOKEN_RE.fullmatch(token)
     return match.group(1) if match else None
 
 

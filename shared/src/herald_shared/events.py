@@ -1,7 +1,9 @@
 """The events Herald publishes: one envelope, small typed payloads, past-tense dotted types.
 
 Events are the contract between services. Consumers ignore fields they do not know, so
-adding an optional field is safe; anything else needs a new ``schema_version``.
+adding an optional field is safe; anything else needs a new ``schema_version``, and the old
+version keeps a decoder in ``RETIRED_DECODERS`` for as long as such events may still be in flight.
+The committed JSON Schemas under ``event_schemas/`` record each version (see ``event_schemas.py``).
 """
 
 from __future__ import annotations
@@ -46,9 +48,23 @@ class PostDeleted(EventData):
     status: Literal["draft", "published"]
 
 
+#: The current model of every event type: what producers write today.
 EVENT_TYPES: dict[str, type[EventData]] = {
     model.type: model for model in (PostCreated, PostUpdated, PostDeleted)
 }
+
+#: Decoders of retired schema versions, keyed by (type, schema_version). When a payload changes
+#: incompatibly, keep the old model here (its ``schema_version`` left at the old number) and
+#: raise the current model's ``schema_version``.
+RETIRED_DECODERS: dict[tuple[str, int], type[EventData]] = {}
+
+
+def decoder_for(event_type: str, schema_version: int) -> type[EventData]:
+    """The model that decodes this version of this type; KeyError when none does."""
+    current = EVENT_TYPES.get(event_type)
+    if current is not None and current.schema_version == schema_version:
+        return current
+    return RETIRED_DECODERS[(event_type, schema_version)]
 
 
 class EventEnvelope(BaseModel):
@@ -83,5 +99,8 @@ class EventEnvelope(BaseModel):
         )
 
     def payload(self) -> EventData:
-        """The typed payload; raises KeyError for an unknown type, ValidationError if malformed."""
-        return EVENT_TYPES[self.type].model_validate(self.data)
+        """The typed payload, decoded by the model of its (type, schema_version).
+
+        Raises KeyError for an unknown type or version, ValidationError if malformed.
+        """
+        return decoder_for(self.type, self.schema_version).model_validate(self.data)

@@ -80,3 +80,99 @@ class LogSettings(BaseSettings):
 
     level: str = "INFO"
     json_format: bool = Field(default=True, alias="HERALD_LOG_JSON")
+
+
+class AmqpSettings(BaseSettings):
+    """RabbitMQ: where it is, the namespace every exchange and queue name starts with, limits."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_AMQP_", extra="ignore")
+
+    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    namespace: str = Field(
+        default="herald",
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+        description="Prefix of every exchange and queue, so deployments and test runs never collide.",
+    )
+    publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    reconnect_interval_seconds: float = Field(default=1.0, gt=0)
+    quorum_queues: bool = True
+
+
+class RelaySettings(BaseSettings):
+    """The outbox relay that runs inside every process that writes events."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_RELAY_", extra="ignore")
+
+    enabled: bool = True
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    sweep_interval_seconds: float = Field(
+        default=0.5, gt=0, description="How often to look for rows no wake-up announced."
+    )
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_reset_seconds: float = Field(default=5.0, gt=0)
+
+
+class ConsumerSettings(BaseSettings):
+    """The consumer runtime shared by the worker and the cache-invalidator."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_CONSUMER_", extra="ignore")
+
+    concurrency: int = Field(default=16, ge=1, le=1000, description="Handlers in flight per process.")
+    prefetch: int = Field(default=32, ge=1, le=10000, description="Unacked messages per process.")
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    handler_timeout_seconds: float = Field(default=30.0, gt=0)
+    in_process_attempts: int = Field(
+        default=3, ge=1, le=10, description="Tries of a transient failure before the retry queues."
+    )
+    retry_delays_seconds: list[float] = Field(
+        default=[1.0, 5.0, 30.0, 120.0, 600.0],
+        min_length=1,
+        description="Backoff of the retry queues, one queue per step; the message dead-letters after the last.",
+    )
+    pause_seconds: float = Field(
+        default=5.0, gt=0, description="Pause after a handler reports a dependency down."
+    )
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class RedisSettings(BaseSettings):
+    """Redis: the cache and the rate limiter. A cache fails fast: timeouts are tens of ms."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_REDIS_", extra="ignore")
+
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    key_prefix: str = Field(default="herald:", pattern=r"^[A-Za-z0-9:_.-]{0,64}$")
+    max_connections: int = Field(default=64, ge=1)
+    pool_timeout_seconds: float = Field(default=0.1, gt=0)
+    socket_timeout_seconds: float = Field(default=0.1, gt=0)
+    connect_timeout_seconds: float = Field(default=0.1, gt=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=5.0, gt=0)
+
+
+class CacheSettings(BaseSettings):
+    """The read cache in front of PostgreSQL."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_CACHE_", extra="ignore")
+
+    enabled: bool = True
+    post_ttl_seconds: int = Field(default=300, ge=1)
+    list_ttl_seconds: int = Field(default=30, ge=1)
+    #: How long an invalidation is remembered, refusing older fills; outlives any read in flight.
+    tombstone_ttl_seconds: int = Field(default=600, ge=1)
+
+
+class RateLimitSettings(BaseSettings):
+    """Sliding-window limits per API key (read and write budgets) and per IP when anonymous."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_RATE_LIMIT_", extra="ignore")
+
+    enabled: bool = True
+    window_seconds: int = Field(default=60, ge=1)
+    read_per_window: int = Field(default=1200, ge=1)
+    write_per_window: int = Field(default=120, ge=1)
+    anonymous_per_window: int = Field(default=60, ge=1)
+    fail_closed: bool = Field(
+        default=False, description="Refuse requests (503) instead of allowing them when Redis is down."
+    )

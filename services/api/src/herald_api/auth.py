@@ -24,6 +24,9 @@ class Principal:
     account_id: uuid.UUID
     key_id: str
     role: Role
+    #: Per-account overrides of the rate limits; None means the configured default.
+    read_limit: int | None = None
+    write_limit: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -97,4 +100,10 @@ async def authenticate(authorization: str | None, db: Database, cache: KeyCache)
         raise AuthenticationError("The API key is not valid.", "invalid_token")
     if stored.revoked_at is not None:
         raise AuthenticationError("The API key has been revoked.", "invalid_token")
-    return Principal(account_id=stored.account_id, key_id=stored.key_id, role=stored.role)
+    return Principal(
+        account_id=stored.account_id,
+        key_id=stored.key_id,
+        role=stored.role,
+        read_limit=stored.read_limit,
+        write_limit=stored.write_limit,
+    )

@@ -71,8 +71,10 @@ class CursorCodec:
             raise InvalidCursorError("The cursor is not valid.")
         try:
             data = json.loads(payload)
-            position = Position(datetime.fromisoformat(data["c"]), uuid.UUID(data["i"]))
-            cursor_fingerprint = data["f"]
+            created_at, post_id, cursor_fingerprint = data["c"], data["i"], data["f"]
+            if not all(isinstance(v, str) for v in (created_at, post_id, cursor_fingerprint)):
+                raise TypeError("cursor fields must be strings")
+            position = Position(datetime.fromisoformat(created_at), uuid.UUID(post_id))
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidCursorError("The cursor is malformed.") from exc
         if cursor_fingerprint != fingerprint or position.created_at.tzinfo is None:

@@ -5,18 +5,27 @@ The lifespan yields a typed ``AppState``; routes receive it through the ``StateD
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, TypedDict
 
+import asyncpg
 from fastapi import Depends, FastAPI, Request
 
 from herald_api.auth import KeyCache
+from herald_api.coalesce import SingleFlight
 from herald_api.cursors import CursorCodec
+from herald_api.ratelimit import RateLimiter
 from herald_api.settings import Settings
+from herald_shared.cache import CacheKeys, PostCache
 from herald_shared.db import Database, create_database
 from herald_shared.migrate import head_revision
+from herald_shared.redis_client import create_breaker, create_redis
+from herald_shared.relay import OutboxRelay
+from herald_shared.resilience import Breaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +35,37 @@ class AppState:
     keys: KeyCache
     cursors: CursorCodec
     schema_head: str
+    relay: OutboxRelay | None
+    redis_breaker: Breaker
+    cache: PostCache | None
+    limiter: RateLimiter | None
+    post_reads: SingleFlight[asyncpg.Record | None]
+
+    def events_committed(self) -> None:
+        """Call after a transaction that wrote outbox rows has committed."""
+        if self.relay is not None:
+            self.relay.wake()
 
 
 class _LifespanState(TypedDict):
     herald: AppState
+
+
+@asynccontextmanager
+async def _running_relay(relay: OutboxRelay | None, stop_timeout: float) -> AsyncIterator[None]:
+    if relay is None:
+        yield
+        return
+    task = asyncio.create_task(relay.run(), name="outbox-relay")
+    try:
+        yield
+    finally:
+        await relay.stop()
+        _, pending = await asyncio.wait({task}, timeout=stop_timeout)
+        for leftover in pending:
+            leftover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await leftover
 
 
 def create_lifespan(
@@ -37,7 +73,42 @@ def create_lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[_LifespanState]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[_LifespanState]:
-        async with create_database(settings.db, application_name="herald-api") as db:
+        async with AsyncExitStack() as stack:
+            db = await stack.enter_async_context(
+                create_database(settings.db, application_name="herald-api")
+            )
+            redis = await stack.enter_async_context(create_redis(settings.redis, "herald-api"))
+            breaker = create_breaker(settings.redis, "herald-api")
+            keys = CacheKeys(settings.redis.key_prefix)
+            relay = (
+                OutboxRelay(db.primary, settings.amqp, settings.relay, name="herald-api")
+                if settings.relay.enabled
+                else None
+            )
+            await stack.enter_async_context(
+                _running_relay(relay, settings.amqp.publish_timeout_seconds + 1)
+            )
+            cache = (
+                PostCache(
+                    redis,
+                    keys,
+                    ttl_seconds=settings.cache.post_ttl_seconds,
+                    tombstone_ttl_seconds=settings.cache.tombstone_ttl_seconds,
+                )
+                if settings.cache.enabled
+                else None
+            )
+            limiter = (
+                RateLimiter(
+                    redis,
+                    keys,
+                    breaker,
+                    window_seconds=settings.rate_limit.window_seconds,
+                    fail_closed=settings.rate_limit.fail_closed,
+                )
+                if settings.rate_limit.enabled
+                else None
+            )
             yield {
                 "herald": AppState(
                     settings=settings,
@@ -45,6 +116,11 @@ def create_lifespan(
                     keys=KeyCache(ttl_seconds=settings.server.auth_cache_ttl_seconds),
                     cursors=CursorCodec(settings.security.cursor_secret.get_secret_value()),
                     schema_head=head_revision(),
+                    relay=relay,
+                    redis_breaker=breaker,
+                    cache=cache,
+                    limiter=limiter,
+                    post_reads=SingleFlight(),
                 )
             }
 

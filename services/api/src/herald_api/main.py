@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
 from fastapi import FastAPI
 
 from herald_api.body_limit import BodyLimitMiddleware
 from herald_api.lifespan import create_lifespan
-from herald_api.problems import install_problem_handlers
+from herald_api.problems import install_problem_handlers, problems_as_problem_json
 from herald_api.request_context import RequestContextMiddleware
 from herald_api.routes import health, posts
 from herald_api.settings import Settings
@@ -36,7 +38,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(posts.router)
+    _document_problems(app)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems_as_problem_json(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_server_app() -> FastAPI:

@@ -17,11 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from herald_api.request_context import request_id_of
 from herald_shared.db import UNAVAILABLE_ERRORS
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _log = structlog.get_logger(__name__)
 
 _TYPE_BY_STATUS: dict[int, str] = {
@@ -126,11 +128,23 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404 and detail == "Not Found":
         detail = "No resource at this path."
-    elif exc.status_code == 405:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
         detail = f"{request.method} is not allowed on this resource."
-    return problem_response(
-        request, Problem(exc.status_code, detail, headers=dict(exc.headers or {}))
-    )
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return problem_response(request, Problem(exc.status_code, detail, headers=headers))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.routes
+        )
+    ]
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
@@ -182,10 +196,21 @@ def install_problem_handlers(app: FastAPI) -> None:
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting the problems a route can answer with."""
     return {
-        status: {
-            "model": ProblemDetail,
-            "description": HTTPStatus(status).phrase,
-            "content": {PROBLEM_MEDIA_TYPE: {}},
-        }
+        status: {"model": ProblemDetail, "description": HTTPStatus(status).phrase}
         for status in statuses
     }
+
+
+def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite the OpenAPI document so every error response is ``application/problem+json``.
+
+    FastAPI documents a response ``model`` under the route's media type (application/json);
+    the API never sends errors that way.
+    """
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if status.isdigit() and int(status) >= 400 and "application/json" in content:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    return schema

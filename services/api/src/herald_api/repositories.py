@@ -72,17 +72,21 @@ async def update_post(
     allowed = ("title", "body", "tags", "status")
     assignments = []
     args: list[Any] = [post_id]
+    # On the right of SET a column name means the old value, so the new status is the parameter.
+    new_status = "status"
     for column in allowed:
         if column in changes:
             args.append(changes[column])
             assignments.append(f"{column} = ${len(args)}")
+            if column == "status":
+                new_status = f"${len(args)}"
     row = await conn.fetchrow(
         f"""
         UPDATE posts SET {", ".join(assignments)},
             version = version + 1,
             updated_at = now(),
             published_at = CASE
-                WHEN status = 'published' THEN coalesce(published_at, now())
+                WHEN {new_status} = 'published' THEN coalesce(published_at, now())
             END
         WHERE id = $1
         RETURNING {POST_COLUMNS}

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _STATE_KEY = "request_id"
+_EXTRA_HEADERS_KEY = "response_headers"
 _access_log = structlog.get_logger("herald.access")
 
 
@@ -28,6 +29,11 @@ def request_id_of(scope: Scope) -> str | None:
 def set_account_of(scope: Scope, account_id: str) -> None:
     """Record the authenticated account for the access log line."""
     scope.setdefault("state", {})["account_id"] = account_id
+
+
+def add_response_headers(scope: Scope, headers: list[tuple[bytes, bytes]]) -> None:
+    """Headers to add to whatever response this request ends with (errors included)."""
+    scope.setdefault("state", {}).setdefault(_EXTRA_HEADERS_KEY, []).extend(headers)
 
 
 def _incoming_request_id(scope: Scope) -> str:
@@ -61,6 +67,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = [h for h in message.get("headers", ()) if h[0] != b"x-request-id"]
                 headers.append(header)
+                headers.extend(state.get(_EXTRA_HEADERS_KEY, ()))
                 message["headers"] = headers
             await send(message)
 

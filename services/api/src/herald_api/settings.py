@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from herald_shared.settings import DatabaseSettings, LogSettings, SecuritySettings
+from herald_shared.settings import (
+    AmqpSettings,
+    CacheSettings,
+    DatabaseSettings,
+    LogSettings,
+    RateLimitSettings,
+    RedisSettings,
+    RelaySettings,
+    SecuritySettings,
+)
 
 
 class ServerSettings(BaseSettings):
@@ -24,9 +33,6 @@ class ServerSettings(BaseSettings):
         default=5.0, ge=0, description="How long a verified key is trusted before re-checking."
     )
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
-    public_base_url: str | None = Field(
-        default=None, description="Used in Location headers when set; the request's URL otherwise."
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +41,8 @@ class Settings:
     db: DatabaseSettings = field(default_factory=DatabaseSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     log: LogSettings = field(default_factory=LogSettings)
+    amqp: AmqpSettings = field(default_factory=AmqpSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)

@@ -11,26 +11,33 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
 from herald_api import idempotency
 from herald_api.auth import Principal
 from herald_api.cursors import InvalidCursorError, Position, filter_fingerprint
-from herald_api.dependencies import PrincipalDep
-from herald_api.lifespan import StateDep
+from herald_api.dependencies import PrincipalDep, ReadPrincipal, WritePrincipal, read_limit, spend
+from herald_api.lifespan import AppState, StateDep
+from herald_api.post_reads import (
+    cache_key,
+    get_cached,
+    invalidate_after_write,
+    load_post,
+    post_json,
+)
 from herald_api.preconditions import etag_for, if_match_fails, if_none_match_hits
 from herald_api.problems import Problem, problem_responses
 from herald_api.repositories import (
     ListQuery,
     delete_post,
-    fetch_post,
     insert_post,
     list_posts,
     lock_post,
     update_post,
 )
 from herald_api.schemas import TAG_PATTERN, PostCreate, PostOut, PostPage, PostPatch, Status
+from herald_shared.cache import decode_entry
 from herald_shared.events import EventEnvelope, PostCreated, PostDeleted, PostUpdated
 from herald_shared.outbox import enqueue_event
 from herald_shared.tracecontext import current_trace_headers
@@ -54,8 +61,9 @@ IfMatch = Annotated[
 ]
 
 
-def _post_json(row: asyncpg.Record) -> bytes:
-    return PostOut.model_validate(dict(row)).model_dump_json().encode()
+async def _after_write(state: AppState, post_id: uuid.UUID, version: int) -> None:
+    state.events_committed()
+    await invalidate_after_write(state, post_id, version)
 
 
 def _snapshot(row: asyncpg.Record) -> dict[str, Any]:
@@ -96,12 +104,12 @@ def _check_if_match(if_match: str | None, row: asyncpg.Record) -> None:
     status_code=201,
     response_model=PostOut,
     summary="Create a post",
-    responses=problem_responses(400, 401, 409, 413, 422, 503),
+    responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
 )
 async def create_post(
     payload: PostCreate,
     state: StateDep,
-    principal: PrincipalDep,
+    principal: WritePrincipal,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
@@ -133,11 +141,12 @@ async def create_post(
         await enqueue_event(conn, event, current_trace_headers())
         response = idempotency.StoredResponse(
             status=201,
-            body=_post_json(row),
+            body=post_json(row),
             headers={"Location": f"{router.prefix}/{row['id']}", "ETag": etag_for(row["version"])},
         )
         if key is not None:
             await idempotency.record(conn, principal.account_id, key, fingerprint, response, ttl)
+    await _after_write(state, row["id"], row["version"])
     return Response(response.body, 201, headers=dict(response.headers), media_type=JSON)
 
 
@@ -146,34 +155,51 @@ async def create_post(
     response_model=PostOut,
     summary="Read a post",
     responses={304: {"description": "Not modified (If-None-Match)"}}
-    | problem_responses(400, 401, 404, 422, 503),
+    | problem_responses(400, 401, 404, 422, 429, 503),
 )
 async def read_post(
     post_id: uuid.UUID,
+    request: Request,
     state: StateDep,
     principal: PrincipalDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    async with state.db.reader() as conn:
-        row = _check_visible(principal, await fetch_post(conn, post_id))
-    etag = etag_for(row["version"])
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    # One Redis round trip: the read budget is spent and the cached entry fetched together.
+    limit = await spend(
+        request,
+        state,
+        f"key:{principal.key_id}:r",
+        read_limit(state, principal),
+        also_get=cache_key(state, post_id),
+    )
+    raw = limit.value if limit is not None else None
+    entry = decode_entry(raw) if raw is not None else None
+    if entry is None and limit is None:
+        entry = await get_cached(state, post_id)
+    outcome = "hit"
+    if entry is None:
+        outcome = "miss"
+        entry = await load_post(state, post_id)
+    if entry is None or not principal.may_see(entry.author_id, entry.status):
+        raise Problem(404, _NOT_FOUND)
+    etag = etag_for(entry.version)
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Cache": outcome}
     if if_none_match_hits(if_none_match, etag):
         return Response(status_code=304, headers=headers)
-    return Response(_post_json(row), headers=headers, media_type=JSON)
+    return Response(entry.body, headers=headers, media_type=JSON)
 
 
 @router.patch(
     "/{post_id}",
     response_model=PostOut,
     summary="Change some fields of a post",
-    responses=problem_responses(400, 401, 403, 404, 412, 413, 422, 503),
+    responses=problem_responses(400, 401, 403, 404, 412, 413, 422, 429, 503),
 )
 async def patch_post(
     post_id: uuid.UUID,
     payload: PostPatch,
     state: StateDep,
-    principal: PrincipalDep,
+    principal: WritePrincipal,
     if_match: IfMatch = None,
 ) -> Response:
     changes = payload.model_dump(exclude_unset=True)
@@ -195,19 +221,21 @@ async def patch_post(
                 aggregate_version=row["version"],
             )
             await enqueue_event(conn, event, current_trace_headers())
-    return Response(_post_json(row), headers={"ETag": etag_for(row["version"])}, media_type=JSON)
+    if row is not current:
+        await _after_write(state, post_id, row["version"])
+    return Response(post_json(row), headers={"ETag": etag_for(row["version"])}, media_type=JSON)
 
 
 @router.delete(
     "/{post_id}",
     status_code=204,
     summary="Delete a post",
-    responses=problem_responses(400, 401, 403, 404, 412, 422, 503),
+    responses=problem_responses(400, 401, 403, 404, 412, 422, 429, 503),
 )
 async def remove_post(
     post_id: uuid.UUID,
     state: StateDep,
-    principal: PrincipalDep,
+    principal: WritePrincipal,
     if_match: IfMatch = None,
 ) -> Response:
     async with state.db.writer() as conn, conn.transaction():
@@ -221,6 +249,7 @@ async def remove_post(
             aggregate_version=current["version"] + 1,
         )
         await enqueue_event(conn, event, current_trace_headers())
+    await _after_write(state, post_id, event.aggregate_version)
     return Response(status_code=204)
 
 
@@ -253,16 +282,16 @@ def _visible_query(
     response_model=PostPage,
     summary="List posts, newest first",
     description="Keyset pagination: follow `next_cursor` until it is null.",
-    responses=problem_responses(400, 401, 422, 503),
+    responses=problem_responses(400, 401, 422, 429, 503),
 )
 async def list_posts_page(
     state: StateDep,
-    principal: PrincipalDep,
+    principal: ReadPrincipal,
     author: Annotated[uuid.UUID | None, Query(description="Author's account id")] = None,
     tag: Annotated[str | None, Query(pattern=TAG_PATTERN)] = None,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
 ) -> Response:
     fingerprint = filter_fingerprint(author, tag, status)
     after = None

@@ -1,0 +1,63 @@
+# The one command surface for people and CI. `make run` and `make test` set everything up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+MEMBERS := shared/pyproject.toml services/api/pyproject.toml services/worker/pyproject.toml \
+	services/cache-invalidator/pyproject.toml cli/pyproject.toml
+PYTEST_ARGS ?=
+
+.PHONY: help run test setup services migrate venv lint typecheck test-unit test-integration \
+	test-e2e lock up down clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+run: setup ## set up, then run the API and every service in the foreground (Ctrl-C stops)
+	@deploy/local/run.sh
+
+test: setup lint typecheck ## set up, then lint, type-check and run the whole test suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+setup: venv services migrate
+
+$(VENV)/.herald-installed: requirements.lock $(MEMBERS) deploy/local/bootstrap-venv.sh
+	@deploy/local/bootstrap-venv.sh
+
+venv: $(VENV)/.herald-installed ## create .venv from the hash-checked lock
+
+services: ## make sure PostgreSQL, Redis and RabbitMQ are running (install them if missing)
+	@deploy/local/ensure-services.sh
+
+migrate: venv ## apply the database migrations
+	@$(BIN)/herald migrate
+
+lint: venv ## ruff, formatting and the import contracts between packages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: venv ## mypy --strict over every package
+	$(BIN)/mypy shared/src services/api/src services/worker/src services/cache-invalidator/src cli/src tests
+
+test-unit: venv ## only the unit tests (no servers needed)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: setup ## only the integration tests
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: setup ## only the end-to-end tests (real service processes)
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+lock: venv ## re-pin requirements.in into requirements.lock (with hashes)
+	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header --quiet \
+		requirements.in -o requirements.lock
+
+up: ## the whole system in Docker (needs a Docker engine)
+	docker compose up --build
+
+down:
+	docker compose down
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,90 @@
+"""The read path of a single post: cache-aside over Redis with coalesced misses, and the
+invalidation a writer applies right after its commit.
+
+A hit costs one Redis round trip (the rate-limit script fetches the entry too). A miss reads
+PostgreSQL (the replica when configured) once per process however many requests are waiting,
+and fills the cache unless an invalidation for a newer version got there first. Any Redis
+failure degrades to reading PostgreSQL; it never fails the request.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import structlog
+
+from herald_api.lifespan import AppState
+from herald_api.repositories import fetch_post
+from herald_api.schemas import PostOut
+from herald_shared.cache import CachedPost, decode_entry
+from herald_shared.redis_client import REDIS_ERRORS
+from herald_shared.resilience import BreakerOpenError
+
+_log = structlog.get_logger(__name__)
+_CACHE_FAILURES = (BreakerOpenError, *REDIS_ERRORS)
+
+
+def post_json(row: asyncpg.Record) -> bytes:
+    return PostOut.model_validate(dict(row)).model_dump_json().encode()
+
+
+def entry_of(row: asyncpg.Record) -> CachedPost:
+    return CachedPost(row["version"], row["status"], row["author_id"], post_json(row))
+
+
+def cache_key(state: AppState, post_id: uuid.UUID) -> str | None:
+    """The key to fetch with the rate-limit script, or None when the cache is off or down."""
+    if state.cache is None or state.redis_breaker.is_open:
+        return None
+    return state.cache.keys.post(post_id)
+
+
+async def get_cached(state: AppState, post_id: uuid.UUID) -> CachedPost | None:
+    """A plain cache lookup, for when rate limiting (which would fetch it for us) is off."""
+    key = cache_key(state, post_id)
+    if state.cache is None or key is None:
+        return None
+    try:
+        async with state.redis_breaker.guard():
+            raw = await state.cache.client.get(key)
+    except _CACHE_FAILURES:
+        return None
+    return decode_entry(raw) if isinstance(raw, bytes) else None
+
+
+async def load_post(state: AppState, post_id: uuid.UUID) -> CachedPost | None:
+    """Read the post from PostgreSQL (one read per process for concurrent misses) and fill."""
+
+    async def load() -> CachedPost | None:
+        async with state.db.reader() as conn:
+            row = await fetch_post(conn, post_id)
+        if row is None:
+            return None
+        entry = entry_of(row)
+        await fill(state, post_id, entry)
+        return entry
+
+    return await state.post_reads.run(post_id, load)
+
+
+async def fill(state: AppState, post_id: uuid.UUID, entry: CachedPost) -> None:
+    if state.cache is None or state.redis_breaker.is_open:
+        return
+    try:
+        async with state.redis_breaker.guard():
+            await state.cache.fill(post_id, entry)
+    except _CACHE_FAILURES as exc:
+        _log.debug("cache fill skipped", post_id=str(post_id), error=repr(exc))
+
+
+async def invalidate_after_write(state: AppState, post_id: uuid.UUID, version: int) -> None:
+    """Best effort, right after commit: the writer reads its own write at once. The
+    cache-invalidator applies the same invalidation from the event, which is the guarantee."""
+    if state.cache is None or state.redis_breaker.is_open:
+        return
+    try:
+        async with state.redis_breaker.guard():
+            await state.cache.invalidate(post_id, version)
+    except _CACHE_FAILURES as exc:
+        _log.debug("invalidation after write skipped", post_id=str(post_id), error=repr(exc))

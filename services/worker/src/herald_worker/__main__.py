@@ -1,0 +1,5 @@
+"""``python -m herald_worker`` is ``herald-worker``."""
+
+from herald_worker.main import app
+
+app()

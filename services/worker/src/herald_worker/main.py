@@ -1,0 +1,57 @@
+"""``herald-worker``: consume events and run periodic jobs until SIGTERM."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import typer
+import uvloop
+
+from herald_shared.cleanup import cleanup_jobs
+from herald_shared.logs import configure_logging
+from herald_shared.messaging.consumer import Consumer
+from herald_shared.messaging.options import Concurrency, Grace, Prefetch, with_overrides
+from herald_shared.messaging.service import Background, serve
+from herald_shared.periodic import run_periodic_jobs
+from herald_worker.deps import create_deps
+from herald_worker.handlers import handler_table
+from herald_worker.settings import Settings
+
+CONSUMER_NAME = "worker"
+app = typer.Typer(add_completion=False)
+
+
+async def run(settings: Settings) -> None:
+    async with create_deps(settings) as deps:
+        consumer = Consumer(
+            CONSUMER_NAME,
+            handler_table(deps),
+            db=deps.db,
+            amqp=settings.amqp,
+            settings=settings.consumer,
+        )
+        background: list[Background] = []
+        if settings.worker.jobs_enabled:
+            jobs = cleanup_jobs(
+                every=timedelta(seconds=settings.worker.cleanup_every_seconds),
+                outbox_retention=timedelta(hours=settings.worker.outbox_retention_hours),
+                inbox_retention=timedelta(hours=settings.worker.inbox_retention_hours),
+            )
+            tick = settings.worker.jobs_tick_seconds
+            background.append(
+                lambda stop: run_periodic_jobs(deps.db.primary, jobs, stop, tick=tick)
+            )
+        await serve(consumer, background)
+
+
+@app.command()
+def main(concurrency: Concurrency = None, prefetch: Prefetch = None, grace: Grace = None) -> None:
+    """Run a worker process. Start more processes (or replicas) to consume faster."""
+    settings = Settings()
+    consumer = with_overrides(
+        settings.consumer, concurrency=concurrency, prefetch=prefetch, grace=grace
+    )
+    settings = dataclasses.replace(settings, consumer=consumer)
+    configure_logging("herald-worker", settings.log)
+    uvloop.run(run(settings))

@@ -1,0 +1,34 @@
+"""The worker's settings: its own ``HERALD_WORKER_*`` options composed with the shared ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from herald_shared.settings import (
+    AmqpSettings,
+    ConsumerSettings,
+    DatabaseSettings,
+    LogSettings,
+)
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERALD_WORKER_", extra="ignore")
+
+    jobs_enabled: bool = True
+    jobs_tick_seconds: float = Field(default=5.0, gt=0)
+    cleanup_every_seconds: float = Field(default=3600.0, gt=0)
+    outbox_retention_hours: float = Field(default=24.0, ge=0)
+    inbox_retention_hours: float = Field(default=24.0 * 7, ge=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
+    db: DatabaseSettings = field(default_factory=DatabaseSettings)
+    amqp: AmqpSettings = field(default_factory=AmqpSettings)
+    log: LogSettings = field(default_factory=LogSettings)

@@ -1,0 +1,133 @@
+"""The post cache: its keys, its entries, and the atomic fill and invalidation scripts.
+
+Both the API (fills) and the cache-invalidator (invalidations) use this module, so their keys
+can never disagree. Per post there are two keys:
+
+- ``post:{id}``: the entry — a small header (version, status, author) and the JSON bytes of the
+  post exactly as the API sends them, so a hit is served without re-serialising;
+- ``post:{id}:inv``: the newest version an invalidation has been applied for. A fill carrying an
+  older version is refused atomically, so a slow reader can never resurrect data that an
+  invalidation already removed.
+
+First list pages are cached under ``lists:{n}:…`` where ``n`` is a namespace version that every
+post change bumps: old pages are simply never read again and expire.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+
+_SEPARATOR = b"|"
+
+# KEYS[1] entry, KEYS[2] invalidated version; ARGV: version, entry, ttl ms, tombstone ttl ms.
+_FILL = """
+local invalidated = tonumber(redis.call('GET', KEYS[2]) or '0')
+local version = tonumber(ARGV[1])
+if version < invalidated then return 0 end
+local current = redis.call('GET', KEYS[1])
+if current then
+  local current_version = tonumber(string.match(current, '^(%d+)|'))
+  if current_version and current_version > version then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS[1] entry, KEYS[2] invalidated version, KEYS[3] list namespace version;
+# ARGV: version, tombstone ttl ms. Returns the list namespace version after the bump.
+_INVALIDATE = """
+local invalidated = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) > invalidated then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+redis.call('DEL', KEYS[1])
+return redis.call('INCR', KEYS[3])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKeys:
+    prefix: str
+
+    def post(self, post_id: uuid.UUID) -> str:
+        return f"{self.prefix}post:{post_id}"
+
+    def post_invalidated(self, post_id: uuid.UUID) -> str:
+        return f"{self.prefix}post:{post_id}:inv"
+
+    def list_namespace(self) -> str:
+        return f"{self.prefix}lists:ns"
+
+    def list_page_prefix(self) -> str:
+        """Pages live at ``{this}{namespace version}:{query fingerprint}``."""
+        return f"{self.prefix}lists:"
+
+    def rate_limit(self, subject: str) -> str:
+        return f"{self.prefix}rl:{subject}"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedPost:
+    version: int
+    status: str
+    author_id: uuid.UUID
+    body: bytes
+
+
+def encode_entry(version: int, status: str, author_id: uuid.UUID, body: bytes) -> bytes:
+    return b"%d|%s|%s|" % (version, status.encode(), str(author_id).encode()) + body
+
+
+def decode_entry(raw: bytes) -> CachedPost | None:
+    """The entry, or None when it is not in the expected shape (treated as a miss)."""
+    parts = raw.split(_SEPARATOR, 3)
+    if len(parts) != 4:
+        return None
+    try:
+        return CachedPost(int(parts[0]), parts[1].decode(), uuid.UUID(parts[2].decode()), parts[3])
+    except ValueError:
+        return None
+
+
+class PostCache:
+    """Fill and invalidate post entries. Callers wrap calls in the Redis breaker."""
+
+    def __init__(
+        self, client: redis.Redis, keys: CacheKeys, *, ttl_seconds: int, tombstone_ttl_seconds: int
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self._ttl_ms = ttl_seconds * 1000
+        self._tombstone_ms = tombstone_ttl_seconds * 1000
+        self._fill = client.register_script(_FILL)
+        self._invalidate = client.register_script(_INVALIDATE)
+
+    async def fill(self, post_id: uuid.UUID, entry: CachedPost) -> bool:
+        """Store the entry unless an invalidation or a newer entry makes it stale."""
+        stored = await self._fill(
+            keys=[self.keys.post(post_id), self.keys.post_invalidated(post_id)],
+            args=[
+                entry.version,
+                encode_entry(entry.version, entry.status, entry.author_id, entry.body),
+                self._ttl_ms,
+                self._tombstone_ms,
+            ],
+        )
+        return bool(stored)
+
+    async def invalidate(self, post_id: uuid.UUID, version: int) -> int:
+        """Drop the entry, refuse fills older than ``version``, and retire cached list pages."""
+        namespace: int = await self._invalidate(
+            keys=[
+                self.keys.post(post_id),
+                self.keys.post_invalidated(post_id),
+                self.keys.list_namespace(),
+            ],
+            args=[version, self._tombstone_ms],
+        )
+        return namespace

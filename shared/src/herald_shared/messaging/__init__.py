@@ -1,0 +1,1 @@
+"""RabbitMQ: topology, connections, publishing and the consumer runtime every consumer shares."""

@@ -1,0 +1,51 @@
+"""Connecting to RabbitMQ: a robust connection, retried at start (``connect_robust`` itself
+fails at once when the broker is down), with a channel that reports unroutable messages."""
+
+from __future__ import annotations
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.exceptions import AMQPConnectionError
+
+from herald_shared.resilience import RetryPolicy, retry_transient
+from herald_shared.settings import AmqpSettings
+
+_log = structlog.get_logger(__name__)
+
+#: Errors meaning the broker cannot be reached or the channel went away.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    AMQPConnectionError,
+    aio_pika.exceptions.AMQPError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+async def connect(
+    settings: AmqpSettings, *, name: str, attempts: int = 30
+) -> AbstractRobustConnection:
+    """A robust connection; waits for the broker at start up to ``attempts`` tries."""
+    url = settings.url.get_secret_value()
+
+    async def attempt() -> AbstractRobustConnection:
+        return await aio_pika.connect_robust(
+            url,
+            timeout=settings.connect_timeout_seconds,
+            reconnect_interval=settings.reconnect_interval_seconds,
+            client_properties={"connection_name": name},
+        )
+
+    policy = RetryPolicy(
+        attempts=attempts, initial_delay=0.2, max_delay=2.0, retry_on=BROKER_ERRORS
+    )
+    connection = await retry_transient(attempt, policy=policy, log_name="amqp.connect")
+    _log.info("connected to RabbitMQ", connection=name)
+    return connection
+
+
+async def open_channel(connection: AbstractRobustConnection) -> AbstractRobustChannel:
+    """A channel with publisher confirms that raises on returned (unroutable) messages."""
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    return channel  # type: ignore[return-value]

@@ -1,0 +1,249 @@
+"""The consumer runtime: decode, dispatch, deduplicate, ack, retry or dead-letter.
+
+Every consuming service (worker, cache-invalidator) is this runtime plus a table of handlers.
+Per message:
+
+1. decode the envelope; an undecodable message goes to the dead-letter queue at once;
+2. find the handler for its type (no handler: ack and move on);
+3. run it under its timeout, inside the inbox transaction when it uses one; a transient error
+   is retried in-process a few times (tenacity, jitter);
+4. on success ack; on a permanent error dead-letter; on a still-failing transient error publish
+   to the next retry queue (its TTL brings the message back) or, after the last, dead-letter;
+   on "dependency unavailable" (an open breaker) reschedule without spending an attempt and
+   pause intake.
+
+Re-publishing to a retry or dead-letter queue is confirmed before the original is acked, so a
+crash in between can only duplicate a message, which the inbox absorbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from pydantic import ValidationError
+
+from herald_shared.db import UNAVAILABLE_ERRORS, Database
+from herald_shared.events import EventEnvelope
+from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
+from herald_shared.messaging.handlers import (
+    Delivery,
+    DependencyUnavailableError,
+    HandlerSpec,
+    PermanentError,
+    TransientError,
+)
+from herald_shared.messaging.headers import (
+    ATTEMPTS,
+    dead_letter_headers,
+    retry_headers,
+)
+from herald_shared.messaging.publisher import build_message, publish_confirmed
+from herald_shared.messaging.topology import (
+    ConsumerQueues,
+    consumer_queues,
+    declare_all,
+    declare_consumer,
+)
+from herald_shared.resilience import BreakerOpenError, RetryPolicy, retry_transient
+from herald_shared.settings import AmqpSettings, ConsumerSettings
+
+_log = structlog.get_logger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientError, *UNAVAILABLE_ERRORS)
+_DEFERRING_ERRORS = (DependencyUnavailableError, BreakerOpenError)
+
+
+class Consumer:
+    def __init__(
+        self,
+        name: str,
+        handlers: Sequence[HandlerSpec],
+        *,
+        db: Database | None,
+        amqp: AmqpSettings,
+        settings: ConsumerSettings,
+    ) -> None:
+        if any(spec.uses_inbox for spec in handlers) and db is None:
+            raise ValueError("handlers that use the inbox need a database")
+        self.name = name
+        self.queues: ConsumerQueues = consumer_queues(
+            amqp.namespace, name, retry_delays=settings.retry_delays_seconds, quorum=amqp.quorum_queues
+        )
+        self._handlers = {spec.event_type: spec for spec in handlers}
+        self._db = db
+        self._amqp = amqp
+        self._settings = settings
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._resume_at = 0.0
+        self._channel: AbstractChannel | None = None
+        # Strong references: aio-pika restores consumers through weak ones.
+        self._connection: AbstractRobustConnection | None = None
+        self._queue: AbstractQueue | None = None
+        self._in_process = RetryPolicy(
+            attempts=settings.in_process_attempts,
+            initial_delay=0.05,
+            max_delay=1.0,
+            retry_on=TRANSIENT_ERRORS,
+        )
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then drain in-flight handlers within the grace period."""
+        self._connection = await connect(self._amqp, name=f"herald-{self.name}")
+        try:
+            channel = await open_channel(self._connection)
+            self._channel = channel
+            await channel.set_qos(prefetch_count=self._settings.prefetch)
+            await declare_all(channel, self._amqp.namespace, quorum=self._amqp.quorum_queues)
+            await declare_consumer(channel, self.queues)
+            self._queue = await channel.get_queue(self.queues.main, ensure=True)
+            tag = await self._queue.consume(self._on_message)
+            _log.info("consuming", consumer=self.name, queue=self.queues.main)
+            self.ready.set()
+            await stop.wait()
+            await self._shutdown(tag)
+        finally:
+            await self._connection.close()
+
+    async def _shutdown(self, tag: str) -> None:
+        self._stopping = True
+        assert self._queue is not None
+        with contextlib.suppress(*BROKER_ERRORS):
+            await self._queue.cancel(tag)
+        pending = set(self._inflight)
+        if pending:
+            _log.info("draining in-flight handlers", consumer=self.name, count=len(pending))
+            _, still = await asyncio.wait(pending, timeout=self._settings.shutdown_grace_seconds)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)
+        _log.info("consumer stopped", consumer=self.name)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            async with self._slots:
+                if self._stopping:
+                    await message.nack(requeue=True)
+                    return
+                await self._wait_if_paused()
+                await self._process(message)
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: hand the message back for another consumer.
+            with contextlib.suppress(*BROKER_ERRORS):
+                await asyncio.shield(message.nack(requeue=True))
+            raise
+        except BROKER_ERRORS as exc:
+            # The channel broke while settling: the broker redelivers unacked messages.
+            _log.warning("could not settle message", consumer=self.name, error=repr(exc))
+        finally:
+            self._inflight.discard(task)
+
+    async def _wait_if_paused(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self._resume_at - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _pause(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._resume_at = max(self._resume_at, loop.time() + seconds)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        previous_attempts = int(message.headers.get(ATTEMPTS, 0) or 0)  # type: ignore[call-overload]
+        try:
+            envelope = EventEnvelope.model_validate_json(message.body)
+        except ValidationError as exc:
+            await self._dead_letter(message, exc, previous_attempts + 1, "undecodable message")
+            return
+        spec = self._handlers.get(envelope.type)
+        if spec is None:
+            await message.ack()
+            return
+        log = _log.bind(consumer=self.name, event_id=str(envelope.id), event_type=envelope.type)
+        attempt = previous_attempts + 1
+        try:
+            await retry_transient(
+                lambda: self._invoke(spec, envelope, attempt),
+                policy=self._in_process,
+                log_name=f"{self.name}:{envelope.type}",
+            )
+        except _DEFERRING_ERRORS as exc:
+            retry_after = getattr(exc, "retry_after", None) or self._settings.pause_seconds
+            log.warning("dependency unavailable; rescheduling", error=str(exc), pause=retry_after)
+            self._pause(retry_after)
+            await self._republish(message, self.queues.retry(0), retry_headers(message, exc, previous_attempts))
+        except PermanentError as exc:
+            log.error("permanent failure", error=repr(exc))
+            await self._dead_letter(message, exc, attempt, "permanent error")
+        except Exception as exc:
+            steps = len(self.queues.retry_delays)
+            if attempt > steps:
+                log.error("retries exhausted", error=repr(exc), attempts=attempt)
+                await self._dead_letter(message, exc, attempt, "retries exhausted")
+            else:
+                log.warning("handler failed; retrying later", error=repr(exc), attempt=attempt)
+                await self._republish(
+                    message, self.queues.retry(attempt - 1), retry_headers(message, exc, attempt)
+                )
+        else:
+            await message.ack()
+
+    async def _invoke(self, spec: HandlerSpec, envelope: EventEnvelope, attempt: int) -> None:
+        timeout = spec.timeout_seconds or self._settings.handler_timeout_seconds
+        async with asyncio.timeout(timeout):
+            if not spec.uses_inbox:
+                await spec.handle(envelope, Delivery(self.name, envelope.id, attempt, None))
+                return
+            assert self._db is not None
+            async with self._db.writer() as conn, conn.transaction():
+                first_time = await conn.fetchval(
+                    """
+                    INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
+                    ON CONFLICT DO NOTHING RETURNING true
+                    """,
+                    self.name,
+                    envelope.id,
+                )
+                if not first_time:
+                    _log.info("duplicate event skipped", consumer=self.name, event_id=str(envelope.id))
+                    return
+                await spec.handle(envelope, Delivery(self.name, envelope.id, attempt, conn))
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, error: BaseException, attempts: int, reason: str
+    ) -> None:
+        headers = dead_letter_headers(message, error, attempts, reason, self.queues.main)
+        await self._republish(message, self.queues.dead_letter, headers)
+
+    async def _republish(
+        self, message: AbstractIncomingMessage, queue: str, headers: dict[str, Any]
+    ) -> None:
+        assert self._channel is not None
+        copy = build_message(
+            message.body,
+            message_id=message.message_id or "",
+            event_type=message.type or "",
+            headers=headers,
+            timestamp=message.timestamp or datetime.now(UTC),
+        )
+        await publish_confirmed(
+            self._channel.default_exchange, copy, queue, timeout=self._amqp.publish_timeout_seconds
+        )
+        await message.ack()

@@ -1,0 +1,42 @@
+"""Running a consuming service: signals, the consumer, its background loops, clean exit.
+
+SIGTERM or SIGINT sets the stop event: the consumer stops taking messages and drains; the
+background loops (periodic jobs, relays) finish their current step. If any part fails, the
+others are stopped too and the process exits non-zero so the supervisor restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+
+from herald_shared.messaging.consumer import Consumer
+
+_log = structlog.get_logger(__name__)
+
+Background = Callable[[asyncio.Event], Awaitable[None]]
+
+
+async def serve(consumer: Consumer, background: Sequence[Background] = ()) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(consumer.run(stop), name=f"consumer:{consumer.name}")]
+    tasks += [asyncio.create_task(job(stop), name=f"background:{i}") for i, job in enumerate(background)]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            failed = next(iter(done))
+            _log.error("a service task ended unexpectedly", task=failed.get_name())
+            stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,115 @@
+"""The broker topology, declared idempotently by every service at start.
+
+One durable topic exchange for events. Per consuming service: a main queue (quorum where the
+broker supports it) bound to the event types it wants; one retry queue per backoff step, whose
+TTL dead-letters messages back to the main queue (exponential backoff without plugins); and a
+dead-letter queue for poison messages and exhausted retries. Every name starts with the
+configured namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange
+
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+
+#: Which events each service consumes. Declared by every service, so that an event published
+#: before its consumer first started still has a queue to wait in.
+SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
+    "worker": ("post.*",),
+    "cache-invalidator": ("post.*",),
+}
+
+
+def exchange_name(namespace: str) -> str:
+    return f"{namespace}.events"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerQueues:
+    """The queue names of one consuming service."""
+
+    namespace: str
+    consumer: str
+    binding_keys: tuple[str, ...]
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    quorum: bool = True
+
+    @property
+    def main(self) -> str:
+        return f"{self.namespace}.{self.consumer}"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.main}.dlq"
+
+    def retry(self, step: int) -> str:
+        return f"{self.main}.retry.{round(self.retry_delays[step] * 1000)}ms"
+
+    @property
+    def retry_queues(self) -> list[str]:
+        return [self.retry(step) for step in range(len(self.retry_delays))]
+
+
+async def declare_exchange(channel: AbstractChannel, namespace: str) -> AbstractExchange:
+    return await channel.declare_exchange(
+        exchange_name(namespace), aio_pika.ExchangeType.TOPIC, durable=True
+    )
+
+
+async def declare_consumer(channel: AbstractChannel, queues: ConsumerQueues) -> None:
+    """Declare (idempotently) the main, retry and dead-letter queues of one consumer."""
+    exchange = await declare_exchange(channel, queues.namespace)
+    durable_type = {"x-queue-type": "quorum"} if queues.quorum else {}
+    await channel.declare_queue(queues.dead_letter, durable=True, arguments=durable_type)
+    main = await channel.declare_queue(
+        queues.main,
+        durable=True,
+        arguments={
+            **durable_type,
+            # Anything the broker itself dead-letters (e.g. a quorum delivery limit) is kept.
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": queues.dead_letter,
+        },
+    )
+    for key in queues.binding_keys:
+        await main.bind(exchange, routing_key=key)
+    for step, delay in enumerate(queues.retry_delays):
+        await channel.declare_queue(
+            queues.retry(step),
+            durable=True,
+            arguments={
+                "x-message-ttl": round(delay * 1000),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queues.main,
+            },
+        )
+
+
+def consumer_queues(
+    namespace: str,
+    consumer: str,
+    *,
+    retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    quorum: bool = True,
+) -> ConsumerQueues:
+    return ConsumerQueues(
+        namespace=namespace,
+        consumer=consumer,
+        binding_keys=SUBSCRIPTIONS.get(consumer, ("#",)),
+        retry_delays=tuple(retry_delays),
+        quorum=quorum,
+    )
+
+
+async def declare_all(
+    channel: AbstractChannel, namespace: str, *, quorum: bool = True
+) -> None:
+    """Declare the exchange and every known consumer's queues (with default retry delays)."""
+    await declare_exchange(channel, namespace)
+    for consumer in SUBSCRIPTIONS:
+        await declare_consumer(channel, consumer_queues(namespace, consumer, quorum=quorum))

@@ -1,0 +1,200 @@
+"""The outbox relay: publishes committed outbox rows to RabbitMQ and marks them published.
+
+It runs as a background task in every process that writes events. It wakes when that process
+commits a write (an in-process signal, no extra round trip) and on a short periodic sweep that
+picks up rows other processes left behind or a broker outage held back. Rows are claimed with
+``FOR UPDATE SKIP LOCKED``, so any number of relays work side by side without publishing a row
+twice in the normal case (a crash between confirm and commit can repeat one: consumers
+deduplicate by event id).
+
+A broker outage never fails a write: rows wait in the outbox, the relay backs off behind a
+circuit breaker, and the robust connection plus the sweep drain the backlog once the broker is
+back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+
+from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
+from herald_shared.messaging.publisher import UnroutableError, build_message, publish_confirmed
+from herald_shared.messaging.topology import declare_all, declare_exchange
+from herald_shared.resilience import Breaker, BreakerOpenError
+from herald_shared.settings import AmqpSettings, RelaySettings
+
+_log = structlog.get_logger(__name__)
+
+_CLAIM = """
+    SELECT id, event_id, event_type, payload::text AS payload, headers::text AS headers,
+           attempts, created_at
+    FROM outbox
+    WHERE published_at IS NULL AND next_attempt_at <= now()
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+"""
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    unroutable: int = 0
+    failed_batches: int = 0
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        amqp: AmqpSettings,
+        settings: RelaySettings,
+        *,
+        name: str,
+        connect_broker: Callable[[], Awaitable[AbstractRobustConnection]] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._amqp = amqp
+        self._settings = settings
+        self._name = name
+        self._connect_broker = connect_broker or (
+            lambda: connect(amqp, name=f"{name}-relay", attempts=1)
+        )
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._connection: AbstractRobustConnection | None = None
+        self._exchange: AbstractExchange | None = None
+        self.breaker = Breaker(
+            f"{name}.broker",
+            fail_max=settings.breaker_failures,
+            reset_timeout=settings.breaker_reset_seconds,
+            counts=BROKER_ERRORS,
+        )
+        self.stats = RelayStats()
+
+    def wake(self) -> None:
+        """Tell the relay a transaction with events just committed."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Relay until ``stop``; connection failures are retried, never raised."""
+        try:
+            while not self._stopping.is_set():
+                if self._exchange is None:
+                    await self._try_connect()
+                if self._exchange is not None:
+                    await self.drain()
+                await self._sleep_until_woken()
+        finally:
+            if self._connection is not None:
+                await self._connection.close()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+
+    async def _sleep_until_woken(self) -> None:
+        try:
+            async with asyncio.timeout(self._settings.sweep_interval_seconds):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+        self._wakeup.clear()
+
+    async def _try_connect(self) -> None:
+        try:
+            self._connection = await self._connect_broker()
+            channel = await open_channel(self._connection)
+            await declare_all(channel, self._amqp.namespace, quorum=self._amqp.quorum_queues)
+            self._exchange = await declare_exchange(channel, self._amqp.namespace)
+            _log.info("relay connected", relay=self._name)
+        except BROKER_ERRORS as exc:
+            _log.warning("relay cannot reach the broker yet", relay=self._name, error=repr(exc))
+            if self._connection is not None:
+                await self._connection.close()
+                self._connection = None
+
+    async def drain(self) -> int:
+        """Publish batches until the outbox has nothing due; returns how many were published."""
+        total = 0
+        while not self._stopping.is_set():
+            try:
+                async with self.breaker.guard():
+                    published, claimed = await self.publish_batch()
+            except BreakerOpenError:
+                break
+            except BROKER_ERRORS as exc:
+                self.stats.failed_batches += 1
+                _log.warning("relay publish failed", relay=self._name, error=repr(exc))
+                break
+            total += published
+            if claimed < self._settings.batch_size:
+                break
+        return total
+
+    async def publish_batch(self) -> tuple[int, int]:
+        """Claim one batch, publish it with confirms in flight together, mark what was confirmed.
+
+        Returns (published, claimed). A broker error is raised after the rows it did confirm are
+        committed as published.
+        """
+        assert self._exchange is not None
+        exchange = self._exchange
+        timeout = self._amqp.publish_timeout_seconds
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_CLAIM, self._settings.batch_size)
+            if not rows:
+                return 0, 0
+            results = await asyncio.gather(
+                *(
+                    publish_confirmed(exchange, _message(row), row["event_type"], timeout=timeout)
+                    for row in rows
+                ),
+                return_exceptions=True,
+            )
+            confirmed = [row["id"] for row, result in zip(rows, results, strict=True) if result is None]
+            unroutable = [
+                row["id"]
+                for row, result in zip(rows, results, strict=True)
+                if isinstance(result, UnroutableError)
+            ]
+            errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, UnroutableError)]
+            if confirmed:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", confirmed
+                )
+            if unroutable:
+                self.stats.unroutable += len(unroutable)
+                _log.error("unroutable events held in the outbox", relay=self._name, count=len(unroutable))
+                await conn.execute(
+                    """
+                    UPDATE outbox SET attempts = attempts + 1, last_error = 'unroutable',
+                        next_attempt_at = now() + least(interval '1 second' * 2 ^ attempts, interval '5 minutes')
+                    WHERE id = ANY($1::bigint[])
+                    """,
+                    unroutable,
+                )
+        self.stats.published += len(confirmed)
+        for error in errors:
+            if not isinstance(error, Exception):
+                raise error  # cancellation and the like
+        if errors:
+            raise errors[0]
+        return len(confirmed), len(rows)
+
+
+def _message(row: asyncpg.Record):  # type: ignore[no-untyped-def]
+    headers = json.loads(row["headers"])
+    return build_message(
+        row["payload"].encode(),
+        message_id=row["event_id"],
+        event_type=row["event_type"],
+        headers=headers,
+        timestamp=row["created_at"],
+    )

@@ -1,0 +1,171 @@
+"""Circuit breakers and retry policies: the one agreed way to call a dependency.
+
+Nesting: the breaker goes outside and a bounded retry inside, so an exhausted retry sequence
+counts as one breaker failure and an open breaker is never retried::
+
+    async with breaker.guard():
+        await retry_transient(operation, policy=QUICK, log_name="redis.get")
+
+pybreaker counts failures and owns the state machine; this adapter adds what asyncio needs and
+pybreaker lacks: an injectable monotonic clock for the open → half-open timeout, and a probe
+gate so that only one trial call runs while half-open (pybreaker would let every concurrent
+caller through).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pybreaker
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+T = TypeVar("T")
+_log = structlog.get_logger(__name__)
+
+Clock = Callable[[], float]
+
+
+class BreakerOpenError(Exception):
+    """The dependency's breaker is open: the call was not attempted."""
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(f"circuit breaker {name!r} is open")
+        self.name = name
+        self.retry_after = retry_after
+
+
+class _StateListener(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+    def __init__(self, owner: Breaker) -> None:
+        self._owner = owner
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        self._owner._on_state_change(
+            getattr(old_state, "name", None), getattr(new_state, "name", "closed")
+        )
+
+
+class Breaker:
+    """A circuit breaker around one dependency (a server, a webhook host, ...)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        fail_max: int,
+        reset_timeout: float,
+        counts: tuple[type[BaseException], ...] = (Exception,),
+        clock: Clock = time.monotonic,
+        on_change: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.reset_timeout = reset_timeout
+        self._clock = clock
+        self._opened_at = 0.0
+        self._probe = asyncio.Lock()
+        self._on_change = on_change
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=fail_max,
+            # The adapter decides when the timeout has passed (with its own clock); pybreaker's
+            # wall-clock check must never be the one that holds a call back.
+            reset_timeout=0,
+            name=name,
+            exclude=[lambda exc: not isinstance(exc, counts)],
+            listeners=[_StateListener(self)],
+            throw_new_error_on_trip=False,
+        )
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half-open``."""
+        return str(self._breaker.current_state)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state != "closed" and self._remaining() > 0
+
+    def _remaining(self) -> float:
+        return self._opened_at + self.reset_timeout - self._clock()
+
+    def _on_state_change(self, old: str | None, new: str) -> None:
+        if new == "open":
+            self._opened_at = self._clock()
+        _log.warning("breaker state changed", breaker=self.name, old=old, new=new)
+        if self._on_change is not None:
+            self._on_change(self.name, new)
+
+    @asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Run the block under the breaker; raises BreakerOpenError without running it when open."""
+        if self.state == "closed":
+            with self._breaker.calling():
+                yield
+            return
+        remaining = self._remaining()
+        if remaining > 0 or self._probe.locked():
+            raise BreakerOpenError(self.name, max(remaining, 0.0) or self.reset_timeout)
+        async with self._probe:
+            if self.state == "open":
+                self._breaker.half_open()
+            with self._breaker.calling():
+                yield
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """A bounded retry: how many attempts, and the exponential backoff (with jitter) between."""
+
+    attempts: int
+    initial_delay: float
+    max_delay: float
+    retry_on: tuple[type[BaseException], ...]
+
+
+def _log_retry(log_name: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        _log.warning(
+            "retrying",
+            operation=log_name,
+            attempt=state.attempt_number,
+            sleep_seconds=round(state.upcoming_sleep, 3),
+            error=repr(error),
+        )
+
+    return before_sleep
+
+
+async def retry_transient(
+    operation: Callable[[], Awaitable[T]], *, policy: RetryPolicy, log_name: str
+) -> T:
+    """Run ``operation``, retrying only the policy's (transient) exceptions; every retry is logged.
+
+    Only whitelisted exception types are retried: cancellation and anything unexpected
+    propagate at once.
+    """
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait_exponential_jitter(
+            multiplier=policy.initial_delay, max=policy.max_delay, jitter=policy.initial_delay
+        ),
+        retry=retry_if_exception_type(policy.retry_on),
+        before_sleep=_log_retry(log_name),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await operation()
+    raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+

@@ -1,0 +1,129 @@
+"""A real consumer process for tests: the shared runtime with a recording handler.
+
+Run as ``python -m tests.support.consumer_app``. Configured by environment:
+
+- ``HERALD_TEST_CONSUMER``: the consumer (queue) name;
+- ``HERALD_TEST_BEHAVIOUR``: ``ok``, ``slow:SECONDS``, ``fail-transient:N`` (the first N tries
+  of each event raise a transient error), ``fail-permanent``, or ``fail-until-fixed`` (a
+  permanent error until a row for the consumer exists in ``test_fixed``);
+- ``HERALD_TEST_JOB_PERIOD``: when set, also run a periodic job with this period (seconds)
+  that records each run in ``test_job_runs``;
+- the usual ``HERALD_DB_*``, ``HERALD_AMQP_*`` and ``HERALD_CONSUMER_*`` settings.
+
+Every try is recorded in ``test_attempts`` (outside the handler's transaction, so failed tries
+are kept); every effect in ``test_effects`` inside it, so a duplicate effect would show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import timedelta
+
+import asyncpg
+import uvloop
+
+from herald_shared.db import create_database
+from herald_shared.events import EventEnvelope
+from herald_shared.logs import configure_logging
+from herald_shared.messaging.consumer import Consumer
+from herald_shared.messaging.handlers import Delivery, HandlerSpec, PermanentError, TransientError
+from herald_shared.messaging.service import Background, serve
+from herald_shared.periodic import PeriodicJob, run_periodic_jobs
+from herald_shared.settings import AmqpSettings, ConsumerSettings, DatabaseSettings, LogSettings
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS test_attempts (
+    consumer text NOT NULL, event_id uuid NOT NULL, attempt int NOT NULL, pid int NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE IF NOT EXISTS test_effects (
+    consumer text NOT NULL, event_id uuid NOT NULL, pid int NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE IF NOT EXISTS test_fixed (consumer text PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS test_job_runs (
+    consumer text NOT NULL, pid int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+"""
+
+
+async def ensure_schema(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock(4242)")
+        await conn.execute(SCHEMA)
+        await conn.execute("SELECT pg_advisory_unlock(4242)")
+    finally:
+        await conn.close()
+
+
+def make_handler(name: str, behaviour: str, pool: asyncpg.Pool) -> HandlerSpec:
+    kind, _, argument = behaviour.partition(":")
+    pid = os.getpid()
+
+    async def handle(event: EventEnvelope, delivery: Delivery) -> None:
+        async with pool.acquire() as conn:
+            tries = await _record_attempt(conn, name, event, delivery, pid)
+            fixed = await conn.fetchval("SELECT true FROM test_fixed WHERE consumer = $1", name)
+        if kind == "slow":
+            await asyncio.sleep(float(argument))
+        elif kind == "fail-transient" and tries <= int(argument):
+            raise TransientError(f"transient failure {tries}")
+        elif kind == "fail-permanent" or (kind == "fail-until-fixed" and not fixed):
+            raise PermanentError("this handler always fails")
+        assert delivery.tx is not None
+        await delivery.tx.execute(
+            "INSERT INTO test_effects (consumer, event_id, pid) VALUES ($1, $2, $3)",
+            name,
+            event.id,
+            pid,
+        )
+
+    return HandlerSpec(event_type="post.created", handle=handle)
+
+
+async def _record_attempt(
+    conn: asyncpg.Connection, name: str, event: EventEnvelope, delivery: Delivery, pid: int
+) -> int:
+    await conn.execute(
+        "INSERT INTO test_attempts (consumer, event_id, attempt, pid) VALUES ($1, $2, $3, $4)",
+        name,
+        event.id,
+        delivery.attempt,
+        pid,
+    )
+    tries: int = await conn.fetchval(
+        "SELECT count(*) FROM test_attempts WHERE consumer = $1 AND event_id = $2", name, event.id
+    )
+    return tries
+
+
+async def main() -> None:
+    name = os.environ["HERALD_TEST_CONSUMER"]
+    behaviour = os.environ.get("HERALD_TEST_BEHAVIOUR", "ok")
+    db_settings = DatabaseSettings()
+    await ensure_schema(db_settings.dsn)
+    async with create_database(db_settings, application_name=f"test-{name}") as db:
+        consumer = Consumer(
+            name,
+            [make_handler(name, behaviour, db.primary)],
+            db=db,
+            amqp=AmqpSettings(),
+            settings=ConsumerSettings(),
+        )
+        background: list[Background] = []
+        period = os.environ.get("HERALD_TEST_JOB_PERIOD")
+        if period:
+
+            async def record_run(conn: asyncpg.Connection) -> str:
+                await conn.execute(
+                    "INSERT INTO test_job_runs (consumer, pid) VALUES ($1, $2)", name, os.getpid()
+                )
+                return "recorded"
+
+            job = PeriodicJob(f"test-job-{name}", timedelta(seconds=float(period)), record_run)
+            background.append(lambda stop: run_periodic_jobs(db.primary, [job], stop, tick=0.05))
+        await serve(consumer, background)
+
+
+if __name__ == "__main__":
+    configure_logging("herald-test-consumer", LogSettings())
+    uvloop.run(main())
