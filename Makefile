@@ -8,7 +8,7 @@ MEMBERS := shared/pyproject.toml services/api/pyproject.toml services/worker/pyp
 PYTEST_ARGS ?=
 
 .PHONY: help run test setup services migrate venv lint typecheck test-unit test-integration \
-	test-e2e lock up down clean
+	test-e2e lock up down clean env-example
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -38,7 +38,7 @@ lint: venv ## ruff, formatting and the import contracts between packages
 	$(BIN)/lint-imports
 
 typecheck: venv ## mypy --strict over every package
-	$(BIN)/mypy shared/src services/api/src services/worker/src services/cache-invalidator/src cli/src tests
+	$(BIN)/mypy shared/src services/api/src services/worker/src services/cache-invalidator/src cli/src scripts tests
 
 test-unit: venv ## only the unit tests (no servers needed)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -61,3 +61,6 @@ down:
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+env-example: venv ## regenerate .env.example from the settings classes
+	$(BIN)/python scripts/env_example.py > .env.example

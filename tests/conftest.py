@@ -108,10 +108,10 @@ def settings(database_dsn: str, amqp_settings: AmqpSettings, redis_prefix: str) 
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API in-process, its lifespan running, behind an HTTP client."""
     app = create_app(settings)
+    # As a real server does, give each request its own copy of the lifespan state.
+    app.add_middleware(CopyStatePerRequest)
     async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(
-            app=CopyStatePerRequest(manager.app), raise_app_exceptions=False
-        )
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
             yield http
 

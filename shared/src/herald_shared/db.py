@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolAcquireContext
 
 from herald_shared.settings import DatabaseSettings
 
@@ -37,13 +38,13 @@ class Database:
     replica: asyncpg.Pool
     acquire_timeout: float
 
-    def writer(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+    def writer(self) -> PoolAcquireContext:
         """A primary connection, waiting at most the acquire timeout."""
-        return self.primary.acquire(timeout=self.acquire_timeout)  # type: ignore[no-any-return]
+        return self.primary.acquire(timeout=self.acquire_timeout)
 
-    def reader(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+    def reader(self) -> PoolAcquireContext:
         """A connection for reads that tolerate replica lag."""
-        return self.replica.acquire(timeout=self.acquire_timeout)  # type: ignore[no-any-return]
+        return self.replica.acquire(timeout=self.acquire_timeout)
 
 
 def pool_options(settings: DatabaseSettings, application_name: str) -> dict[str, Any]:

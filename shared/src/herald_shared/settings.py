@@ -161,6 +161,13 @@ class CacheSettings(BaseSettings):
     list_ttl_seconds: int = Field(default=30, ge=1)
     #: How long an invalidation is remembered, refusing older fills; outlives any read in flight.
     tombstone_ttl_seconds: int = Field(default=600, ge=1)
+    invalidate_on_write: bool = Field(
+        default=True,
+        description=(
+            "The API also invalidates right after its own commits (read-your-writes for the "
+            "writer); the cache-invalidator's event-driven invalidation is the guarantee."
+        ),
+    )
 
 
 class RateLimitSettings(BaseSettings):

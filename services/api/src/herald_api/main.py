@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -60,10 +63,17 @@ def create_server_app() -> FastAPI:
     return create_app(settings)
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
+
+
 def main() -> None:
     settings = Settings()
     configure_logging("herald-api", settings.log)
     server = settings.server
+    # uvicorn drains, then re-raises the signal it caught under the handler that was there
+    # before it started: make that handler a clean exit, so a graceful stop exits 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "herald_api.main:create_server_app",
         factory=True,

@@ -81,7 +81,11 @@ async def fill(state: AppState, post_id: uuid.UUID, entry: CachedPost) -> None:
 async def invalidate_after_write(state: AppState, post_id: uuid.UUID, version: int) -> None:
     """Best effort, right after commit: the writer reads its own write at once. The
     cache-invalidator applies the same invalidation from the event, which is the guarantee."""
-    if state.cache is None or state.redis_breaker.is_open:
+    if (
+        state.cache is None
+        or not state.settings.cache.invalidate_on_write
+        or state.redis_breaker.is_open
+    ):
         return
     try:
         async with state.redis_breaker.guard():

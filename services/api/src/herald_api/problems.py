@@ -189,7 +189,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     for error in UNAVAILABLE_ERRORS:
-        app.add_exception_handler(error, _on_unavailable)
+        if issubclass(error, Exception):
+            app.add_exception_handler(error, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _STATE_KEY = "request_id"
 _EXTRA_HEADERS_KEY = "response_headers"
 _access_log = structlog.get_logger("herald.access")
@@ -39,8 +39,8 @@ def add_response_headers(scope: Scope, headers: list[tuple[bytes, bytes]]) -> No
 def _incoming_request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            if _REQUEST_ID_RE.match(candidate):
+            candidate: str = value.decode("latin-1")
+            if _REQUEST_ID_RE.fullmatch(candidate):
                 return candidate
             break
     return uuid.uuid4().hex

@@ -16,6 +16,8 @@ from herald_shared.settings import (
 
 
 class WorkerSettings(BaseSettings):
+    """The worker's periodic jobs and their retention periods."""
+
     model_config = SettingsConfigDict(env_prefix="HERALD_WORKER_", extra="ignore")
 
     jobs_enabled: bool = True

@@ -19,7 +19,7 @@ async def livez() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Ready for traffic: database reachable and migrated",
+    summary="Ready for traffic: database reachable and migrated; Redis and broker state",
     responses={503: {"description": "Not ready; `checks` says why."}},
 )
 async def readyz(state: StateDep) -> JSONResponse:
@@ -34,7 +34,13 @@ async def readyz(state: StateDep) -> JSONResponse:
     except UNAVAILABLE_ERRORS as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
+    # Degraded dependencies do not make the API unready: writes go to the outbox and reads to
+    # PostgreSQL while Redis or RabbitMQ is away. They are reported for operators.
+    degraded = {
+        "redis_breaker": state.redis_breaker.state,
+        "broker": "connected" if state.relay is None or state.relay.connected else "unreachable",
+    }
     return JSONResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
+        {"status": "ok" if ready else "unavailable", "checks": checks, "dependencies": degraded},
         status_code=200 if ready else 503,
     )

@@ -154,8 +154,7 @@ async def create_post(
     "/{post_id}",
     response_model=PostOut,
     summary="Read a post",
-    responses={304: {"description": "Not modified (If-None-Match)"}}
-    | problem_responses(400, 401, 404, 422, 429, 503),
+    responses={304: {"description": "Not modified (If-None-Match)"}, **problem_responses(400, 401, 404, 422, 429, 503)},
 )
 async def read_post(
     post_id: uuid.UUID,

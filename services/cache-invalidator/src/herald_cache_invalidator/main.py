@@ -1,0 +1,39 @@
+"""``herald-cache-invalidator``: apply post events to the Redis cache until SIGTERM."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import typer
+import uvloop
+
+from herald_cache_invalidator.deps import create_deps
+from herald_cache_invalidator.handlers import handler_table
+from herald_cache_invalidator.settings import Settings
+from herald_shared.logs import configure_logging
+from herald_shared.messaging.consumer import Consumer
+from herald_shared.messaging.options import Concurrency, Grace, Prefetch, with_overrides
+from herald_shared.messaging.service import serve
+
+CONSUMER_NAME = "cache-invalidator"
+app = typer.Typer(add_completion=False)
+
+
+async def run(settings: Settings) -> None:
+    async with create_deps(settings) as deps:
+        consumer = Consumer(
+            CONSUMER_NAME, handler_table(deps), db=None, amqp=settings.amqp, settings=settings.consumer
+        )
+        await serve(consumer)
+
+
+@app.command()
+def main(concurrency: Concurrency = None, prefetch: Prefetch = None, grace: Grace = None) -> None:
+    """Run a cache-invalidator process."""
+    settings = Settings()
+    consumer = with_overrides(
+        settings.consumer, concurrency=concurrency, prefetch=prefetch, grace=grace
+    )
+    settings = dataclasses.replace(settings, consumer=consumer)
+    configure_logging("herald-cache-invalidator", settings.log)
+    uvloop.run(run(settings))
