@@ -15,9 +15,7 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from herald_api.main import create_app
 from herald_api.settings import ServerSettings, Settings
 from herald_shared import accounts
 from herald_shared.apikeys import Role
@@ -30,7 +28,7 @@ from herald_shared.settings import (
     RelaySettings,
     SecuritySettings,
 )
-from tests.support.apps import CopyStatePerRequest
+from tests.support.apps import in_process_client
 from tests.support.broker import AMQP_URL, delete_namespace
 from tests.support.cache import REDIS_URL, delete_keys
 from tests.support.databases import create_database, drop_database, dsn_for
@@ -107,13 +105,8 @@ def settings(database_dsn: str, amqp_settings: AmqpSettings, redis_prefix: str) 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API in-process, its lifespan running, behind an HTTP client."""
-    app = create_app(settings)
-    # As a real server does, give each request its own copy of the lifespan state.
-    app.add_middleware(CopyStatePerRequest)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
-            yield http
+    async with in_process_client(settings) as http:
+        yield http
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,12 @@ class CopyStatePerRequest:
 
 @asynccontextmanager
 async def in_process_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    app.add_middleware(CopyStatePerRequest)
+    """The API app from ``settings``, its lifespan running, behind an HTTP client.
+
+    Each request gets its own copy of the lifespan state outside every middleware of the app, as
+    a real server gives it (the 500 handler reads the request id from it too).
+    """
+    app = CopyStatePerRequest(create_app(settings))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:

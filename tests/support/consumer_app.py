@@ -23,7 +23,7 @@ from datetime import timedelta
 import asyncpg
 import uvloop
 
-from herald_shared.db import create_database
+from herald_shared.db import Connection, create_database
 from herald_shared.events import EventEnvelope
 from herald_shared.logs import configure_logging
 from herald_shared.messaging.consumer import Consumer
@@ -81,7 +81,7 @@ def make_handler(name: str, behaviour: str, pool: asyncpg.Pool) -> HandlerSpec:
 
 
 async def _record_attempt(
-    conn: asyncpg.Connection, name: str, event: EventEnvelope, delivery: Delivery, pid: int
+    conn: Connection, name: str, event: EventEnvelope, delivery: Delivery, pid: int
 ) -> int:
     await conn.execute(
         "INSERT INTO test_attempts (consumer, event_id, attempt, pid) VALUES ($1, $2, $3, $4)",
@@ -99,7 +99,13 @@ async def _record_attempt(
 async def main() -> None:
     name = os.environ["HERALD_TEST_CONSUMER"]
     behaviour = os.environ.get("HERALD_TEST_BEHAVIOUR", "ok")
+    consumer_settings = ConsumerSettings()
     db_settings = DatabaseSettings()
+    # Each handler in flight holds the runtime's inbox connection and takes a second one to
+    # record its try (plus one for the periodic job): a smaller pool starves them all.
+    needed = 2 * consumer_settings.concurrency + 1
+    if db_settings.pool_max_size < needed:
+        db_settings = db_settings.model_copy(update={"pool_max_size": needed})
     await ensure_schema(db_settings.dsn)
     async with create_database(db_settings, application_name=f"test-{name}") as db:
         consumer = Consumer(
@@ -107,13 +113,13 @@ async def main() -> None:
             [make_handler(name, behaviour, db.primary)],
             db=db,
             amqp=AmqpSettings(),
-            settings=ConsumerSettings(),
+            settings=consumer_settings,
         )
         background: list[Background] = []
         period = os.environ.get("HERALD_TEST_JOB_PERIOD")
         if period:
 
-            async def record_run(conn: asyncpg.Connection) -> str:
+            async def record_run(conn: Connection) -> str:
                 await conn.execute(
                     "INSERT INTO test_job_runs (consumer, pid) VALUES ($1, $2)", name, os.getpid()
                 )

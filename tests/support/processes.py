@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,23 +17,23 @@ def start_process(
     args: list[str], env: Mapping[str, str], *, log_path: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``python args…`` in a new process group, with ``env`` over the current environment."""
-    output = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with contextlib.ExitStack() as files:
+        # The child keeps its own copy of the log's descriptor; ours is closed on return.
+        output = files.enter_context(open(log_path, "wb")) if log_path else subprocess.DEVNULL
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
     """Signal the whole process group; ignore one that is already gone."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:

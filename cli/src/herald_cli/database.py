@@ -8,12 +8,13 @@ from typing import TypeVar
 
 import asyncpg
 
+from herald_shared.db import Connection
 from herald_shared.settings import DatabaseSettings
 
 T = TypeVar("T")
 
 
-async def with_connection_async(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+async def with_connection_async(work: Callable[[Connection], Awaitable[T]]) -> T:
     settings = DatabaseSettings()
     conn = await asyncpg.connect(settings.dsn, timeout=settings.connect_timeout_seconds)
     try:
@@ -22,6 +23,6 @@ async def with_connection_async(work: Callable[[asyncpg.Connection], Awaitable[T
         await conn.close()
 
 
-def with_connection(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+def with_connection(work: Callable[[Connection], Awaitable[T]]) -> T:
     """Run ``work`` on a connection to HERALD_DB_DSN and return its result."""
     return asyncio.run(with_connection_async(work))

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from herald_shared.db import Connection
 from herald_shared.messaging.connection import open_channel
 from herald_shared.messaging.headers import (
-    ATTEMPTS,
     ERROR_CLASS,
     ERROR_MESSAGE,
     FIRST_FAILURE,
     LAST_FAILURE,
     REASON,
+    attempts_of,
     replay_headers,
 )
 from herald_shared.messaging.publisher import build_message, publish_confirmed
@@ -54,7 +54,7 @@ def describe(message: AbstractIncomingMessage) -> DeadLetter:
         event_type=message.type or "?",
         reason=str(headers.get(REASON, "dead-lettered by the broker")),
         error=f"{error_class}: {error}" if error_class else error,
-        attempts=int(headers.get(ATTEMPTS, 0) or 0),
+        attempts=attempts_of(message),
         first_failure=str(headers.get(FIRST_FAILURE, "")),
         last_failure=str(headers.get(LAST_FAILURE, "")),
     )
@@ -76,7 +76,7 @@ async def take_all(
 ) -> list[AbstractIncomingMessage]:
     """Up to ``limit`` messages, unacked: they return to the queue unless settled."""
     queue = await channel.get_queue(queue_name, ensure=True)
-    messages = []
+    messages: list[AbstractIncomingMessage] = []
     while len(messages) < limit:
         message = await queue.get(no_ack=False, fail=False)
         if message is None:
@@ -131,7 +131,7 @@ async def purge(settings: AmqpSettings, queues: ConsumerQueues, limit: int) -> l
 
 
 async def audit(
-    conn: asyncpg.Connection, action: str, queue: str, actor: str, event_ids: list[str]
+    conn: Connection, action: str, queue: str, actor: str, event_ids: list[str]
 ) -> None:
     ids = []
     for event_id in event_ids:

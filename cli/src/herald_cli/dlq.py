@@ -64,9 +64,10 @@ def replay(
     replayed = asyncio.run(
         deadletters.replay(settings, queues, event_ids=chosen, rate=rate, limit=limit)
     )
-    with_connection(
-        lambda conn: deadletters.audit(conn, "replay", queues.dead_letter, _actor(), replayed)
-    )
+    if replayed:
+        with_connection(
+            lambda conn: deadletters.audit(conn, "replay", queues.dead_letter, _actor(), replayed)
+        )
     typer.echo(f"replayed {len(replayed)} event(s) to {queues.main}")
     if chosen is not None and (missing := chosen - set(replayed)):
         typer.echo(f"not found in {queues.dead_letter}: {', '.join(sorted(missing))}", err=True)
@@ -84,7 +85,8 @@ def purge(
     if not yes:
         typer.confirm(f"Delete every message in {queues.dead_letter}?", abort=True)
     purged = asyncio.run(deadletters.purge(settings, queues, limit))
-    with_connection(
-        lambda conn: deadletters.audit(conn, "purge", queues.dead_letter, _actor(), purged)
-    )
+    if purged:
+        with_connection(
+            lambda conn: deadletters.audit(conn, "purge", queues.dead_letter, _actor(), purged)
+        )
     typer.echo(f"purged {len(purged)} dead letter(s) from {queues.dead_letter}")

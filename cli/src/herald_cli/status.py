@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import aio_pika
 import aiormq
-import asyncpg
 
+from herald_shared.db import Connection
 from herald_shared.messaging.topology import SUBSCRIPTIONS, ConsumerQueues, consumer_queues
 from herald_shared.settings import AmqpSettings, ConsumerSettings
 
@@ -75,7 +75,7 @@ async def queue_status(settings: AmqpSettings, consumers: list[str] | None = Non
     return statuses
 
 
-async def outbox_status(conn: asyncpg.Connection) -> OutboxStatus:
+async def outbox_status(conn: Connection) -> OutboxStatus:
     row = await conn.fetchrow(
         "SELECT count(*) AS n, now() - min(created_at) AS age FROM outbox WHERE published_at IS NULL"
     )

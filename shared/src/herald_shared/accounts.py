@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from herald_shared.apikeys import NewKey, Role, generate_key
+from herald_shared.db import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,7 @@ class StoredKey:
     write_limit: int | None = None
 
 
-async def ensure_account(conn: asyncpg.Connection, name: str) -> uuid.UUID:
+async def ensure_account(conn: Connection, name: str) -> uuid.UUID:
     """The id of the account with this name, creating it when missing."""
     row = await conn.fetchrow(
         """
@@ -41,7 +42,7 @@ async def ensure_account(conn: asyncpg.Connection, name: str) -> uuid.UUID:
     return account_id
 
 
-async def create_key(conn: asyncpg.Connection, account_name: str, role: Role) -> NewKey:
+async def create_key(conn: Connection, account_name: str, role: Role) -> NewKey:
     """Create the account if needed and a new key for it; the token is returned only here."""
     async with conn.transaction():
         account_id = await ensure_account(conn, account_name)
@@ -56,7 +57,7 @@ async def create_key(conn: asyncpg.Connection, account_name: str, role: Role) ->
     return key
 
 
-async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
+async def revoke_key(conn: Connection, key_id: str) -> bool:
     """Revoke a key; False when no active key has this id."""
     status: str = await conn.execute(
         "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id
@@ -88,7 +89,7 @@ def _stored_key(row: asyncpg.Record) -> StoredKey:
     )
 
 
-async def find_key(conn: asyncpg.Connection, key_id: str) -> StoredKey | None:
+async def find_key(conn: Connection, key_id: str) -> StoredKey | None:
     row = await conn.fetchrow(
         f"SELECT {_KEY_COLUMNS} FROM {_KEY_FROM} WHERE k.id = $1",  # noqa: S608
         key_id,
@@ -96,7 +97,7 @@ async def find_key(conn: asyncpg.Connection, key_id: str) -> StoredKey | None:
     return _stored_key(row) if row else None
 
 
-async def list_keys(conn: asyncpg.Connection) -> list[StoredKey]:
+async def list_keys(conn: Connection) -> list[StoredKey]:
     rows = await conn.fetch(
         f"SELECT {_KEY_COLUMNS} FROM {_KEY_FROM} ORDER BY a.name, k.created_at"  # noqa: S608
     )
@@ -111,7 +112,7 @@ class LimitOverride:
 
 
 async def set_limits(
-    conn: asyncpg.Connection, account_name: str, read: int | None, write: int | None
+    conn: Connection, account_name: str, read: int | None, write: int | None
 ) -> bool:
     """Set (or with both None, clear) an account's overrides; False when no such account."""
     account_id = await conn.fetchval("SELECT id FROM accounts WHERE name = $1", account_name)
@@ -134,7 +135,7 @@ async def set_limits(
     return True
 
 
-async def list_limits(conn: asyncpg.Connection) -> list[LimitOverride]:
+async def list_limits(conn: Connection) -> list[LimitOverride]:
     rows = await conn.fetch(
         """
         SELECT a.name, o.read_per_window, o.write_per_window

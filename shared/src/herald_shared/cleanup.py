@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import asyncpg
-
+from herald_shared.db import Connection
 from herald_shared.periodic import PeriodicJob
 
 _BATCH = 10_000
 
 
-async def _delete_in_batches(conn: asyncpg.Connection, table: str, condition: str, *args: object) -> int:
+async def _delete_in_batches(conn: Connection, table: str, condition: str, *args: object) -> int:
     total = 0
     while True:
         status: str = await conn.execute(
@@ -31,17 +30,17 @@ def cleanup_jobs(
     outbox_retention: timedelta,
     inbox_retention: timedelta,
 ) -> list[PeriodicJob]:
-    async def outbox(conn: asyncpg.Connection) -> str:
+    async def outbox(conn: Connection) -> str:
         n = await _delete_in_batches(
             conn, "outbox", "published_at < now() - $1::interval", outbox_retention
         )
         return f"deleted {n} published outbox rows"
 
-    async def idempotency(conn: asyncpg.Connection) -> str:
+    async def idempotency(conn: Connection) -> str:
         n = await _delete_in_batches(conn, "idempotency_keys", "expires_at < now()")
         return f"deleted {n} expired idempotency keys"
 
-    async def inbox(conn: asyncpg.Connection) -> str:
+    async def inbox(conn: Connection) -> str:
         n = await _delete_in_batches(
             conn, "processed_events", "processed_at < now() - $1::interval", inbox_retention
         )

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from asyncpg.pool import PoolAcquireContext
+from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
+
+#: A connection as handlers and repositories receive it: direct, or borrowed from a pool.
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 from herald_shared.settings import DatabaseSettings
 

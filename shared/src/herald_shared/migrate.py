@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+
+from herald_shared.db import Connection
 
 _SCRIPTS = Path(__file__).parent / "migrations"
 
@@ -44,7 +45,7 @@ async def upgrade(dsn: str, revision: str = "head") -> None:
     await asyncio.to_thread(_upgrade, dsn, revision)
 
 
-async def current_revision(conn: asyncpg.Connection) -> str | None:
+async def current_revision(conn: Connection) -> str | None:
     """The revision the database is at, or None before the first migration."""
     exists = await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
     if not exists:

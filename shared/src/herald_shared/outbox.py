@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-import asyncpg
-
+from herald_shared.db import Connection
 from herald_shared.events import EventEnvelope
 
 
 async def enqueue_event(
-    conn: asyncpg.Connection,
+    conn: Connection,
     envelope: EventEnvelope,
     trace_headers: Mapping[str, str] | None = None,
 ) -> None:

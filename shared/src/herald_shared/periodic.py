@@ -16,9 +16,10 @@ from datetime import timedelta
 import asyncpg
 import structlog
 
-from herald_shared.db import UNAVAILABLE_ERRORS
+from herald_shared.db import UNAVAILABLE_ERRORS, Connection
 
 _log = structlog.get_logger(__name__)
+_JOB_FAILURES: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError)
 _LOCK_CLASS = 0x4A42  # "JB": the first half of the advisory lock id of every job
 
 
@@ -27,7 +28,7 @@ class PeriodicJob:
     name: str
     every: timedelta
     #: Runs in the claiming transaction; returns a short summary for the log and the table.
-    run: Callable[[asyncpg.Connection], Awaitable[str]]
+    run: Callable[[Connection], Awaitable[str]]
 
 
 async def run_if_due(pool: asyncpg.Pool, job: PeriodicJob) -> bool:
@@ -70,7 +71,7 @@ async def run_periodic_jobs(
         for job in jobs:
             try:
                 await run_if_due(pool, job)
-            except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+            except _JOB_FAILURES as exc:
                 _log.warning("periodic job failed", job=job.name, error=repr(exc))
         try:
             async with asyncio.timeout(tick):

@@ -19,10 +19,12 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import aio_pika
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
+from herald_shared.db import Connection
 from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
 from herald_shared.messaging.publisher import UnroutableError, build_message, publish_confirmed
 from herald_shared.messaging.topology import declare_all, declare_exchange
@@ -30,6 +32,8 @@ from herald_shared.resilience import Breaker, BreakerOpenError
 from herald_shared.settings import AmqpSettings, RelaySettings
 
 _log = structlog.get_logger(__name__)
+
+_PUBLISH_FAILURES: tuple[type[BaseException], ...] = (BreakerOpenError, *BROKER_ERRORS)
 
 _CLAIM = """
     SELECT id, event_id, event_type, payload::text AS payload, headers::text AS headers,
@@ -78,18 +82,28 @@ class OutboxRelay:
         )
         self.stats = RelayStats()
 
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
     def wake(self) -> None:
         """Tell the relay a transaction with events just committed."""
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Relay until ``stop``; connection failures are retried, never raised."""
+        """Relay until ``stop``; failures (broker, database or other) are retried, never raised."""
         try:
             while not self._stopping.is_set():
-                if self._exchange is None:
-                    await self._try_connect()
-                if self._exchange is not None:
-                    await self.drain()
+                try:
+                    if self._exchange is None:
+                        await self._try_connect()
+                    if self._exchange is not None:
+                        await self.drain()
+                except Exception:
+                    # Nothing else publishes the outbox: the relay must outlive any one failed
+                    # sweep (a database error, a statement timeout); the rows wait for the next.
+                    self.stats.failed_batches += 1
+                    _log.exception("relay sweep failed", relay=self._name)
                 await self._sleep_until_woken()
         finally:
             if self._connection is not None:
@@ -123,10 +137,9 @@ class OutboxRelay:
     async def drain(self) -> int:
         """Publish batches until the outbox has nothing due; returns how many were published."""
         total = 0
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self.breaker.is_open:
             try:
-                async with self.breaker.guard():
-                    published, claimed = await self.publish_batch()
+                published, claimed = await self.publish_batch()
             except BreakerOpenError:
                 break
             except BROKER_ERRORS as exc:
@@ -141,60 +154,77 @@ class OutboxRelay:
     async def publish_batch(self) -> tuple[int, int]:
         """Claim one batch, publish it with confirms in flight together, mark what was confirmed.
 
-        Returns (published, claimed). A broker error is raised after the rows it did confirm are
-        committed as published.
+        Returns (published, claimed). Only the publishing runs under the broker's breaker, so a
+        database error never counts against the broker. A broker error is raised after the rows
+        that were confirmed are committed as published.
         """
         assert self._exchange is not None
         exchange = self._exchange
         timeout = self._amqp.publish_timeout_seconds
+        failure: BaseException | None = None
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM, self._settings.batch_size)
             if not rows:
                 return 0, 0
-            results = await asyncio.gather(
-                *(
-                    publish_confirmed(exchange, _message(row), row["event_type"], timeout=timeout)
-                    for row in rows
-                ),
-                return_exceptions=True,
-            )
-            confirmed = [row["id"] for row, result in zip(rows, results, strict=True) if result is None]
+            results: list[BaseException | None] = [failure] * len(rows)
+            try:
+                async with self.breaker.guard():
+                    results = await asyncio.gather(
+                        *(
+                            publish_confirmed(
+                                exchange, _message(row), row["event_type"], timeout=timeout
+                            )
+                            for row in rows
+                        ),
+                        return_exceptions=True,
+                    )
+                    errors = [r for r in results if isinstance(r, BaseException) and _is_failure(r)]
+                    if errors:
+                        raise errors[0]  # counted once by the breaker for the whole batch
+            except _PUBLISH_FAILURES as exc:
+                failure = exc
+            confirmed = [row["id"] for row, r in zip(rows, results, strict=True) if r is None]
             unroutable = [
                 row["id"]
-                for row, result in zip(rows, results, strict=True)
-                if isinstance(result, UnroutableError)
+                for row, r in zip(rows, results, strict=True)
+                if isinstance(r, UnroutableError)
             ]
-            errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, UnroutableError)]
             if confirmed:
                 await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", confirmed
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                    confirmed,
                 )
             if unroutable:
-                self.stats.unroutable += len(unroutable)
-                _log.error("unroutable events held in the outbox", relay=self._name, count=len(unroutable))
-                await conn.execute(
-                    """
-                    UPDATE outbox SET attempts = attempts + 1, last_error = 'unroutable',
-                        next_attempt_at = now() + least(interval '1 second' * 2 ^ attempts, interval '5 minutes')
-                    WHERE id = ANY($1::bigint[])
-                    """,
-                    unroutable,
-                )
+                await self._hold_back(conn, unroutable)
         self.stats.published += len(confirmed)
-        for error in errors:
-            if not isinstance(error, Exception):
-                raise error  # cancellation and the like
-        if errors:
-            raise errors[0]
+        if failure is not None:
+            raise failure
         return len(confirmed), len(rows)
 
+    async def _hold_back(self, conn: Connection, ids: list[int]) -> None:
+        """Keep unroutable rows, retrying them with backoff so they never block later rows."""
+        self.stats.unroutable += len(ids)
+        _log.error("unroutable events held in the outbox", relay=self._name, count=len(ids))
+        await conn.execute(
+            """
+            UPDATE outbox SET attempts = attempts + 1, last_error = 'unroutable',
+                next_attempt_at = now()
+                    + least(interval '1 second' * 2 ^ attempts, interval '5 minutes')
+            WHERE id = ANY($1::bigint[])
+            """,
+            ids,
+        )
 
-def _message(row: asyncpg.Record):  # type: ignore[no-untyped-def]
-    headers = json.loads(row["headers"])
+
+def _is_failure(result: object) -> bool:
+    return isinstance(result, BaseException) and not isinstance(result, UnroutableError)
+
+
+def _message(row: asyncpg.Record) -> aio_pika.Message:
     return build_message(
         row["payload"].encode(),
         message_id=row["event_id"],
         event_type=row["event_type"],
-        headers=headers,
+        headers=json.loads(row["headers"]),
         timestamp=row["created_at"],
     )

@@ -46,7 +46,7 @@ class BreakerOpenError(Exception):
         self.retry_after = retry_after
 
 
-class _StateListener(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+class _StateListener(pybreaker.CircuitBreakerListener):
     def __init__(self, owner: Breaker) -> None:
         self._owner = owner
 

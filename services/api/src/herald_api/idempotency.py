@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
-
 from herald_api.problems import Problem
+from herald_shared.db import Connection
 
 _MAX_KEY_CHARS = 255
 # The first half of the two-int advisory lock id; other users of advisory locks pick other values.
@@ -50,7 +49,7 @@ def request_fingerprint(method: str, path: str, body: Any) -> bytes:
 
 
 async def claim(
-    conn: asyncpg.Connection, account_id: uuid.UUID, key: str, fingerprint: bytes
+    conn: Connection, account_id: uuid.UUID, key: str, fingerprint: bytes
 ) -> StoredResponse | None:
     """Inside the write's transaction: the response to replay, or None to go ahead."""
     locked = await conn.fetchval(
@@ -88,7 +87,7 @@ async def claim(
 
 
 async def record(
-    conn: asyncpg.Connection,
+    conn: Connection,
     account_id: uuid.UUID,
     key: str,
     fingerprint: bytes,

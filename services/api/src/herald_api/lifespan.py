@@ -12,7 +12,6 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass
 from typing import Annotated, TypedDict
 
-import asyncpg
 from fastapi import Depends, FastAPI, Request
 
 from herald_api.auth import KeyCache
@@ -20,7 +19,7 @@ from herald_api.coalesce import SingleFlight
 from herald_api.cursors import CursorCodec
 from herald_api.ratelimit import RateLimiter
 from herald_api.settings import Settings
-from herald_shared.cache import CacheKeys, PostCache
+from herald_shared.cache import CachedPost, CacheKeys, PostCache
 from herald_shared.db import Database, create_database
 from herald_shared.migrate import head_revision
 from herald_shared.redis_client import create_breaker, create_redis
@@ -39,7 +38,7 @@ class AppState:
     redis_breaker: Breaker
     cache: PostCache | None
     limiter: RateLimiter | None
-    post_reads: SingleFlight[asyncpg.Record | None]
+    post_reads: SingleFlight[CachedPost | None]
 
     def events_committed(self) -> None:
         """Call after a transaction that wrote outbox rows has committed."""
@@ -85,9 +84,8 @@ def create_lifespan(
                 if settings.relay.enabled
                 else None
             )
-            await stack.enter_async_context(
-                _running_relay(relay, settings.amqp.publish_timeout_seconds + 1)
-            )
+            # A batch cut short on shutdown rolls back and is published again later.
+            await stack.enter_async_context(_running_relay(relay, stop_timeout=2.0))
             cache = (
                 PostCache(
                     redis,

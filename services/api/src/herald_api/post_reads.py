@@ -22,7 +22,7 @@ from herald_shared.redis_client import REDIS_ERRORS
 from herald_shared.resilience import BreakerOpenError
 
 _log = structlog.get_logger(__name__)
-_CACHE_FAILURES = (BreakerOpenError, *REDIS_ERRORS)
+_CACHE_FAILURES: tuple[type[BaseException], ...] = (BreakerOpenError, *REDIS_ERRORS)
 
 
 def post_json(row: asyncpg.Record) -> bytes:

@@ -26,6 +26,7 @@ from herald_shared.redis_client import REDIS_ERRORS
 from herald_shared.resilience import Breaker, BreakerOpenError
 
 _log = structlog.get_logger(__name__)
+_UNAVAILABLE: tuple[type[BaseException], ...] = (BreakerOpenError, *REDIS_ERRORS)
 
 # KEYS[1] current window counter, KEYS[2] previous window counter, KEYS[3] (optional) key to GET.
 # ARGV: now ms, window ms, limit. Returns {allowed, remaining, reset ms, retry-after ms, value}.
@@ -117,7 +118,7 @@ class RateLimiter:
                 allowed, remaining, reset_ms, retry_ms, value = await self._script(
                     keys=keys, args=[now_ms, self._window_ms, limit]
                 )
-        except (BreakerOpenError, *REDIS_ERRORS) as exc:
+        except _UNAVAILABLE as exc:
             if self._fail_closed:
                 raise RateLimitUnavailableError from exc
             _log.debug("rate limit failed open", subject=subject, error=repr(exc))

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from herald_api.cursors import Position
+from herald_shared.db import Connection
 
 POST_COLUMNS = (
     "id, author_id, title, body, tags, status, version, created_at, updated_at, published_at"
@@ -28,11 +29,11 @@ class ListQuery:
     visible_to: uuid.UUID | None = None
 
 
-async def fetch_post(conn: asyncpg.Connection, post_id: uuid.UUID) -> asyncpg.Record | None:
+async def fetch_post(conn: Connection, post_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(f"SELECT {POST_COLUMNS} FROM posts WHERE id = $1", post_id)  # noqa: S608
 
 
-async def lock_post(conn: asyncpg.Connection, post_id: uuid.UUID) -> asyncpg.Record | None:
+async def lock_post(conn: Connection, post_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {POST_COLUMNS} FROM posts WHERE id = $1 FOR UPDATE",  # noqa: S608
         post_id,
@@ -40,7 +41,7 @@ async def lock_post(conn: asyncpg.Connection, post_id: uuid.UUID) -> asyncpg.Rec
 
 
 async def insert_post(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     author_id: uuid.UUID,
     title: str,
@@ -66,7 +67,7 @@ async def insert_post(
 
 
 async def update_post(
-    conn: asyncpg.Connection, post_id: uuid.UUID, changes: dict[str, Any]
+    conn: Connection, post_id: uuid.UUID, changes: dict[str, Any]
 ) -> asyncpg.Record:
     """Apply ``changes`` (a subset of title, body, tags, status) and bump the version."""
     allowed = ("title", "body", "tags", "status")
@@ -97,7 +98,7 @@ async def update_post(
     return row
 
 
-async def delete_post(conn: asyncpg.Connection, post_id: uuid.UUID) -> None:
+async def delete_post(conn: Connection, post_id: uuid.UUID) -> None:
     await conn.execute("DELETE FROM posts WHERE id = $1", post_id)
 
 
@@ -130,7 +131,7 @@ def build_list_sql(query: ListQuery) -> tuple[str, list[Any]]:
     return sql, args
 
 
-async def list_posts(conn: asyncpg.Connection, query: ListQuery) -> list[asyncpg.Record]:
+async def list_posts(conn: Connection, query: ListQuery) -> list[asyncpg.Record]:
     """Up to ``limit + 1`` rows: the extra one tells whether another page exists."""
     sql, args = build_list_sql(query)
     return list(await conn.fetch(sql, *args))

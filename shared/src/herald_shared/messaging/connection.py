@@ -48,4 +48,4 @@ async def connect(
 async def open_channel(connection: AbstractRobustConnection) -> AbstractRobustChannel:
     """A channel with publisher confirms that raises on returned (unroutable) messages."""
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    return channel  # type: ignore[return-value]
+    return channel

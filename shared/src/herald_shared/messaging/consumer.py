@@ -44,11 +44,11 @@ from herald_shared.messaging.handlers import (
     TransientError,
 )
 from herald_shared.messaging.headers import (
-    ATTEMPTS,
+    attempts_of,
     dead_letter_headers,
     retry_headers,
 )
-from herald_shared.messaging.publisher import build_message, publish_confirmed
+from herald_shared.messaging.publisher import UnroutableError, build_message, publish_confirmed
 from herald_shared.messaging.topology import (
     ConsumerQueues,
     consumer_queues,
@@ -152,6 +152,13 @@ class Consumer:
         except BROKER_ERRORS as exc:
             # The channel broke while settling: the broker redelivers unacked messages.
             _log.warning("could not settle message", consumer=self.name, error=repr(exc))
+        except UnroutableError as exc:
+            # A retry or dead-letter queue is missing (deleted by hand?): keep the message in
+            # its queue, and give the operator time to redeclare before it comes back.
+            _log.error("retry or dead-letter queue missing", consumer=self.name, error=repr(exc))
+            self._pause(self._settings.pause_seconds)
+            with contextlib.suppress(*BROKER_ERRORS):
+                await message.nack(requeue=True)
         finally:
             self._inflight.discard(task)
 
@@ -166,7 +173,7 @@ class Consumer:
         self._resume_at = max(self._resume_at, loop.time() + seconds)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
-        previous_attempts = int(message.headers.get(ATTEMPTS, 0) or 0)  # type: ignore[call-overload]
+        previous_attempts = attempts_of(message)
         try:
             envelope = EventEnvelope.model_validate_json(message.body)
         except ValidationError as exc:

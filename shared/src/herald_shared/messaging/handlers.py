@@ -11,8 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import asyncpg
-
+from herald_shared.db import Connection
 from herald_shared.events import EventEnvelope
 
 
@@ -40,7 +39,7 @@ class Delivery:
     #: 1 for the first delivery; grows with each trip through the retry queues.
     attempt: int
     #: The open transaction holding this event's inbox row (``uses_inbox`` handlers only).
-    tx: asyncpg.Connection | None
+    tx: Connection | None
 
 
 Handle = Callable[[EventEnvelope, Delivery], Awaitable[None]]

@@ -21,6 +21,12 @@ _DROPPED = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first
             "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
 
 
+def attempts_of(message: AbstractIncomingMessage) -> int:
+    """How many deliveries of this event failed before (0 for a first delivery)."""
+    value = (message.headers or {}).get(ATTEMPTS, 0)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
 def _carried(message: AbstractIncomingMessage) -> dict[str, Any]:
     return {k: v for k, v in (message.headers or {}).items() if k not in _DROPPED}
 

@@ -19,6 +19,14 @@ class UnroutableError(Exception):
     """The broker returned the message: no queue is bound for its routing key."""
 
 
+class ChannelClosedError(ConnectionError):
+    """The channel is closed (a robust one may be reconnecting): the message was not sent.
+
+    aio-pika raises ``ChannelInvalidStateError``, a ``RuntimeError``; as a ``ConnectionError``
+    it counts as the broker being away, like every other lost-connection error.
+    """
+
+
 def build_message(
     body: bytes,
     *,
@@ -55,3 +63,5 @@ async def publish_confirmed(
             await exchange.publish(message, routing_key, mandatory=True, timeout=timeout)
     except aio_pika.exceptions.PublishError as exc:  # a Basic.Return, not a nack
         raise UnroutableError(routing_key) from exc
+    except aio_pika.exceptions.ChannelInvalidStateError as exc:
+        raise ChannelClosedError(str(exc)) from exc

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import structlog
 
@@ -17,7 +18,7 @@ from herald_shared.messaging.consumer import Consumer
 
 _log = structlog.get_logger(__name__)
 
-Background = Callable[[asyncio.Event], Awaitable[None]]
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 async def serve(consumer: Consumer, background: Sequence[Background] = ()) -> None:

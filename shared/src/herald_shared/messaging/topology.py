@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
+from aiormq.abc import FieldValue
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
 
@@ -64,7 +65,7 @@ async def declare_exchange(channel: AbstractChannel, namespace: str) -> Abstract
 async def declare_consumer(channel: AbstractChannel, queues: ConsumerQueues) -> None:
     """Declare (idempotently) the main, retry and dead-letter queues of one consumer."""
     exchange = await declare_exchange(channel, queues.namespace)
-    durable_type = {"x-queue-type": "quorum"} if queues.quorum else {}
+    durable_type: dict[str, FieldValue] = {"x-queue-type": "quorum"} if queues.quorum else {}
     await channel.declare_queue(queues.dead_letter, durable=True, arguments=durable_type)
     main = await channel.declare_queue(
         queues.main,

@@ -1,0 +1,61 @@
+"""The real ``herald-worker`` command consumes its queue and stops cleanly on SIGTERM, and the
+real ``herald status`` command shows the namespace's queues and the outbox backlog."""
+
+from __future__ import annotations
+
+import os
+
+import asyncpg
+
+from herald_shared.messaging.topology import SUBSCRIPTIONS, consumer_queues
+from tests.integration.events.conftest import BIN, Broker, Processes, post_created, run_cli
+from tests.support.waiting import wait_until
+
+
+def status_row(output: str, queue: str) -> list[str]:
+    for line in output.splitlines():
+        cells = line.split()
+        if cells and cells[0] == queue:
+            return cells
+    raise AssertionError(f"no row for {queue} in:\n{output}")
+
+
+async def test_the_worker_consumes_and_status_shows_it_until_sigterm(
+    db_pool: asyncpg.Pool, broker: Broker, processes: Processes
+) -> None:
+    queue = consumer_queues(broker.namespace, "worker").main
+    worker = processes.start(
+        "herald-worker",
+        [str(BIN / "herald-worker"), "--concurrency", "2", "--grace", "5"],
+        {"HERALD_WORKER_JOBS_TICK_SECONDS": "0.2"},
+    )
+    await processes.wait_consuming(worker, queue)
+    # The worker has no handler for post.created yet: it takes the event and acks it.
+    await broker.publish([post_created()])
+    await broker.wait_depth(queue, messages=0)
+
+    code, out, err = await run_cli(["status"], {**os.environ, **processes.base_env()})
+    assert code == 0, err
+    assert out.splitlines()[0].split() == ["QUEUE", "READY", "RETRYING", "DEAD", "CONSUMERS"]
+    for consumer in SUBSCRIPTIONS:
+        status_row(out, consumer_queues(broker.namespace, consumer).main)
+    assert status_row(out, queue)[-1] == "1"
+    assert [line for line in out.splitlines() if line.startswith("outbox: ")], out
+
+    # Its periodic clean-up jobs ran against the real schema (a failing job leaves no row).
+    async def cleanup_recorded() -> bool:
+        results = await db_pool.fetch(
+            "SELECT last_result FROM periodic_jobs WHERE name LIKE 'cleanup.%'"
+        )
+        return len(results) == 3
+
+    await wait_until(cleanup_recorded, seconds=10, message="the clean-up jobs never ran")
+    results = await db_pool.fetch(
+        "SELECT last_result FROM periodic_jobs WHERE name LIKE 'cleanup.%'"
+    )
+    assert all(row["last_result"].startswith("deleted ") for row in results), results
+
+    assert await worker.terminate() == 0, worker.log_tail()
+    depth = await broker.depth(queue)
+    assert depth is not None
+    assert depth.consumers == 0
