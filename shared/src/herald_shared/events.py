@@ -49,8 +49,28 @@ class PostDeleted(EventData):
 
 
 #: The current model of every event type: what producers write today.
+class PostEnriched(EventData):
+    """The worker computed a post's derived fields (excerpt, counts, search vector)."""
+
+    type: ClassVar[str] = "post.enriched"
+    author_id: uuid.UUID
+    status: Literal["draft", "published"]
+    word_count: int
+    reading_time_seconds: int
+
+
+class WebhookDisabled(EventData):
+    """A webhook was disabled after failing for too long; re-enable it with an update."""
+
+    type: ClassVar[str] = "webhook.disabled"
+    account_id: uuid.UUID
+    url: str
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
-    model.type: model for model in (PostCreated, PostUpdated, PostDeleted)
+    model.type: model
+    for model in (PostCreated, PostUpdated, PostDeleted, PostEnriched, WebhookDisabled)
 }
 
 #: Decoders of retired schema versions, keyed by (type, schema_version). When a payload changes

@@ -21,7 +21,7 @@ DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
 #: Which events each service consumes. Declared by every service, so that an event published
 #: before its consumer first started still has a queue to wait in.
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
-    "worker": ("post.*",),
+    "worker": ("post.*", "webhook.*"),
     "cache-invalidator": ("post.*",),
 }
 
