@@ -11,7 +11,9 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import aio_pika
 import asyncpg
 import httpx
 import pytest
@@ -32,6 +34,7 @@ from tests.support.apps import in_process_client
 from tests.support.broker import AMQP_URL, delete_namespace
 from tests.support.cache import REDIS_URL, delete_keys
 from tests.support.databases import create_database, drop_database, dsn_for
+from tests.support.services import Broker, Processes
 
 #: Every consumer name and retry-delay set tests declare, so the run can remove them all.
 TEST_CONSUMERS: set[str] = set()
@@ -136,3 +139,31 @@ def make_key(db_pool: asyncpg.Pool) -> MakeKey:
         return ApiKey(key.token, key.key_id, account_id, name)
 
     return make
+
+
+@pytest.fixture
+async def broker(amqp_settings: AmqpSettings) -> AsyncIterator[Broker]:
+    """The run's broker namespace as tests see it."""
+    connection = await aio_pika.connect_robust(amqp_settings.url.get_secret_value())
+    try:
+        yield Broker(connection, amqp_settings)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def processes(
+    database_dsn: str,
+    amqp_settings: AmqpSettings,
+    redis_prefix: str,
+    broker: Broker,
+    tmp_path: Path,
+) -> AsyncIterator[Processes]:
+    """Real service processes for one test; every process group is killed when it ends."""
+    running = Processes(
+        database_dsn, amqp_settings, redis_prefix, broker, tmp_path, TEST_RETRY_DELAYS
+    )
+    try:
+        yield running
+    finally:
+        running.kill_all()

@@ -3,11 +3,11 @@
 Both the API (fills) and the cache-invalidator (invalidations) use this module, so their keys
 can never disagree. Per post there are two keys:
 
-- ``post:{id}``: the entry — a small header (version, status, author) and the JSON bytes of the
+- ``post:{id}``: the entry — a small header (revision, status, author) and the JSON bytes of the
   post exactly as the API sends them, so a hit is served without re-serialising;
-- ``post:{id}:inv``: the newest version an invalidation has been applied for. A fill carrying an
-  older version is refused atomically, so a slow reader can never resurrect data that an
-  invalidation already removed.
+- ``post:{id}:inv``: the newest revision an invalidation has been applied for. A fill carrying an
+  older revision is refused atomically, so a slow reader can never resurrect data that an
+  invalidation already removed. (A revision orders edits and enrichments: see ``revision``.)
 
 First list pages are cached under ``lists:{n}:…`` where ``n`` is a namespace version that every
 post change bumps: old pages are simply never read again and expire.
@@ -50,6 +50,25 @@ return redis.call('INCR', KEYS[3])
 """
 
 
+def revision(version: int, enriched: bool) -> int:
+    """The representation's revision: every edit and every enrichment makes it grow.
+
+    Entries and tombstones are ordered by revision rather than by version, because enrichment
+    changes what a post looks like without changing its version.
+    """
+    return version * 2 + (1 if enriched else 0)
+
+
+def version_of(revision_: int) -> tuple[int, bool]:
+    """(version, enriched) of a revision."""
+    return revision_ // 2, bool(revision_ % 2)
+
+
+def revision_for_event(event_type: str, aggregate_version: int) -> int:
+    """The revision an event's invalidation must refuse older fills below."""
+    return revision(aggregate_version, event_type == "post.enriched")
+
+
 @dataclass(frozen=True, slots=True)
 class CacheKeys:
     prefix: str
@@ -73,6 +92,7 @@ class CacheKeys:
 
 @dataclass(frozen=True, slots=True)
 class CachedPost:
+    #: See ``revision``: ordered by edits and enrichment.
     version: int
     status: str
     author_id: uuid.UUID

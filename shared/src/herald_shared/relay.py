@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -228,3 +229,15 @@ def _message(row: asyncpg.Record) -> aio_pika.Message:
         headers=json.loads(row["headers"]),
         timestamp=row["created_at"],
     )
+
+
+def relay_until(relay: OutboxRelay) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """The relay as a background loop of a consuming service: runs until ``stop`` is set."""
+
+    async def run(stop: asyncio.Event) -> None:
+        task = asyncio.create_task(relay.run(), name="outbox-relay")
+        await stop.wait()
+        await relay.stop()
+        await task
+
+    return run

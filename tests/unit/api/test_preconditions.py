@@ -5,12 +5,18 @@ import pytest
 from herald_api.preconditions import etag_for, if_match_fails, if_none_match_hits
 from herald_api.problems import Problem
 
-CURRENT = etag_for(3)
+VERSION = 3
+CURRENT = etag_for(VERSION)
 
 
 def test_etag_is_the_quoted_version() -> None:
     assert etag_for(1) == '"1"'
     assert etag_for(42) == '"42"'
+
+
+def test_etag_marks_an_enriched_version() -> None:
+    assert etag_for(3, enriched=True) == '"3-e"'
+    assert etag_for(3, enriched=True) != etag_for(3)
 
 
 @pytest.mark.parametrize(
@@ -28,10 +34,12 @@ def test_etag_is_the_quoted_version() -> None:
         pytest.param(" * ", False, id="padded-star"),
         pytest.param('"03"', True, id="different-opaque-tag"),
         pytest.param('""', True, id="empty-tag"),
+        pytest.param('"3-e"', False, id="enriched-tag-of-the-current-version"),
+        pytest.param('"2-e"', True, id="enriched-tag-of-an-older-version"),
     ],
 )
 def test_if_match(header: str | None, fails: bool) -> None:
-    assert if_match_fails(header, CURRENT) is fails
+    assert if_match_fails(header, VERSION) is fails
 
 
 @pytest.mark.parametrize(
@@ -68,7 +76,7 @@ MALFORMED = [
 @pytest.mark.parametrize("header", MALFORMED)
 def test_malformed_if_match_is_a_400_problem(header: str) -> None:
     with pytest.raises(Problem) as caught:
-        if_match_fails(header, CURRENT)
+        if_match_fails(header, VERSION)
     assert caught.value.status == 400
 
 

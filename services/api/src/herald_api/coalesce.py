@@ -24,7 +24,9 @@ class SingleFlight(Generic[T]):
 
     async def run(self, key: Hashable, load: Callable[[], Coroutine[Any, Any, T]]) -> T:
         flight = self._flights.get(key)
-        if flight is None:
+        # A finished flight stays registered until its done-callback runs (the next turn of
+        # the loop); a caller arriving in between must not be handed that older result.
+        if flight is None or flight.done():
             flight = asyncio.create_task(load())
             self._flights[key] = flight
             flight.add_done_callback(lambda done: self._land(key, done))

@@ -28,6 +28,8 @@ class InvalidCursorError(ValueError):
 class Position:
     created_at: datetime
     id: uuid.UUID
+    #: The search rank of the item, for pages ordered by relevance first.
+    rank: float | None = None
 
 
 def _b64encode(raw: bytes) -> str:
@@ -52,10 +54,14 @@ class CursorCodec:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def encode(self, position: Position, fingerprint: str) -> str:
-        payload = json.dumps(
-            {"c": position.created_at.isoformat(), "i": str(position.id), "f": fingerprint},
-            separators=(",", ":"),
-        ).encode()
+        fields: dict[str, object] = {
+            "c": position.created_at.isoformat(),
+            "i": str(position.id),
+            "f": fingerprint,
+        }
+        if position.rank is not None:
+            fields["r"] = position.rank
+        payload = json.dumps(fields, separators=(",", ":")).encode()
         return f"{_b64encode(payload)}.{_b64encode(self._mac(payload))}"
 
     def decode(self, cursor: str, fingerprint: str) -> Position:
@@ -74,7 +80,14 @@ class CursorCodec:
             created_at, post_id, cursor_fingerprint = data["c"], data["i"], data["f"]
             if not all(isinstance(v, str) for v in (created_at, post_id, cursor_fingerprint)):
                 raise TypeError("cursor fields must be strings")
-            position = Position(datetime.fromisoformat(created_at), uuid.UUID(post_id))
+            rank = data.get("r")
+            if rank is not None and not isinstance(rank, float | int):
+                raise TypeError("the rank must be a number")
+            position = Position(
+                datetime.fromisoformat(created_at),
+                uuid.UUID(post_id),
+                None if rank is None else float(rank),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidCursorError("The cursor is malformed.") from exc
         if cursor_fingerprint != fingerprint or position.created_at.tzinfo is None:

@@ -14,7 +14,7 @@ from herald_api.body_limit import BodyLimitMiddleware
 from herald_api.lifespan import create_lifespan
 from herald_api.problems import install_problem_handlers, problems_as_problem_json
 from herald_api.request_context import RequestContextMiddleware
-from herald_api.routes import health, posts
+from herald_api.routes import health, posts, search, stats
 from herald_api.settings import Settings
 from herald_shared.logs import configure_logging
 
@@ -41,6 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(posts.router)
+    app.include_router(search.router)
+    app.include_router(stats.router)
     _document_problems(app)
     return app
 

@@ -15,14 +15,16 @@ import asyncpg
 import structlog
 
 from herald_api.lifespan import AppState
-from herald_api.repositories import fetch_post
+from herald_api.repositories import fetch_post, is_enriched
 from herald_api.schemas import PostOut
-from herald_shared.cache import CachedPost, decode_entry
+from herald_shared.cache import CachedPost, decode_entry, revision
 from herald_shared.redis_client import REDIS_ERRORS
 from herald_shared.resilience import BreakerOpenError
 
 _log = structlog.get_logger(__name__)
 _CACHE_FAILURES: tuple[type[BaseException], ...] = (BreakerOpenError, *REDIS_ERRORS)
+#: Extra reads when a fill is refused as stale (a replica may still lag behind the primary).
+_STALE_REREADS = 2
 
 
 def post_json(row: asyncpg.Record) -> bytes:
@@ -30,7 +32,9 @@ def post_json(row: asyncpg.Record) -> bytes:
 
 
 def entry_of(row: asyncpg.Record) -> CachedPost:
-    return CachedPost(row["version"], row["status"], row["author_id"], post_json(row))
+    return CachedPost(
+        revision(row["version"], is_enriched(row)), row["status"], row["author_id"], post_json(row)
+    )
 
 
 def cache_key(state: AppState, post_id: uuid.UUID) -> str | None:
@@ -57,28 +61,36 @@ async def load_post(state: AppState, post_id: uuid.UUID) -> CachedPost | None:
     """Read the post from PostgreSQL (one read per process for concurrent misses) and fill."""
 
     async def load() -> CachedPost | None:
-        async with state.db.reader() as conn:
-            row = await fetch_post(conn, post_id)
-        if row is None:
-            return None
-        entry = entry_of(row)
-        await fill(state, post_id, entry)
+        # A refused fill means a newer revision was committed and invalidated while we read.
+        # Callers may have joined this load after that invalidation: read again, so that none
+        # of them is handed the older row.
+        for _ in range(1 + _STALE_REREADS):
+            async with state.db.reader() as conn:
+                row = await fetch_post(conn, post_id)
+            if row is None:
+                return None
+            entry = entry_of(row)
+            if await fill(state, post_id, entry) is not False:
+                break
         return entry
 
     return await state.post_reads.run(post_id, load)
 
 
-async def fill(state: AppState, post_id: uuid.UUID, entry: CachedPost) -> None:
+async def fill(state: AppState, post_id: uuid.UUID, entry: CachedPost) -> bool | None:
+    """Whether the entry was stored (False: refused as stale); None when not attempted."""
     if state.cache is None or state.redis_breaker.is_open:
-        return
+        return None
     try:
         async with state.redis_breaker.guard():
-            await state.cache.fill(post_id, entry)
+            return await state.cache.fill(post_id, entry)
     except _CACHE_FAILURES as exc:
         _log.debug("cache fill skipped", post_id=str(post_id), error=repr(exc))
+        return None
 
 
 async def invalidate_after_write(state: AppState, post_id: uuid.UUID, version: int) -> None:
+    """``version`` is the post's version after the write (its deletion counts as one more)."""
     """Best effort, right after commit: the writer reads its own write at once. The
     cache-invalidator applies the same invalidation from the event, which is the guarantee."""
     if (
@@ -89,6 +101,6 @@ async def invalidate_after_write(state: AppState, post_id: uuid.UUID, version: i
         return
     try:
         async with state.redis_breaker.guard():
-            await state.cache.invalidate(post_id, version)
+            await state.cache.invalidate(post_id, revision(version, enriched=False))
     except _CACHE_FAILURES as exc:
         _log.debug("invalidation after write skipped", post_id=str(post_id), error=repr(exc))

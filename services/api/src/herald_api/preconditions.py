@@ -9,8 +9,9 @@ from herald_api.problems import Problem
 _ENTITY_TAG_RE = re.compile(r'\s*(W/)?"([\x21\x23-\x7e]*)"\s*')
 
 
-def etag_for(version: int) -> str:
-    return f'"{version}"'
+def etag_for(version: int, enriched: bool = False) -> str:
+    """The post's entity tag: its version, marked once the worker has enriched that version."""
+    return f'"{version}-e"' if enriched else f'"{version}"'
 
 
 def _parse(header: str) -> list[tuple[bool, str]]:
@@ -24,11 +25,16 @@ def _parse(header: str) -> list[tuple[bool, str]]:
     return tags
 
 
-def if_match_fails(header: str | None, current_etag: str) -> bool:
-    """True when an If-Match header is present and no tag in it matches strongly."""
+def if_match_fails(header: str | None, version: int) -> bool:
+    """True when an If-Match header is present and no strong tag in it names ``version``.
+
+    The precondition is on the post's version: a tag from before or after the worker enriched
+    that version matches alike, since enrichment changes no field a client writes.
+    """
     if header is None or header.strip() == "*":
         return False
-    return not any(not weak and tag == current_etag for weak, tag in _parse(header))
+    current = {etag_for(version), etag_for(version, enriched=True)}
+    return not any(not weak and tag in current for weak, tag in _parse(header))
 
 
 def if_none_match_hits(header: str | None, current_etag: str) -> bool:

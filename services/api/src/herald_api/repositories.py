@@ -12,8 +12,14 @@ from herald_api.cursors import Position
 from herald_shared.db import Connection
 
 POST_COLUMNS = (
-    "id, author_id, title, body, tags, status, version, created_at, updated_at, published_at"
+    "id, author_id, title, body, tags, status, version, created_at, updated_at, published_at, "
+    "excerpt, word_count, reading_time_seconds, enriched_at, enriched_version"
 )
+
+
+def is_enriched(row: asyncpg.Record) -> bool:
+    """Whether the enriched fields describe the post's current version."""
+    return bool(row["enriched_version"] == row["version"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +108,19 @@ async def delete_post(conn: Connection, post_id: uuid.UUID) -> None:
     await conn.execute("DELETE FROM posts WHERE id = $1", post_id)
 
 
-def build_list_sql(query: ListQuery) -> tuple[str, list[Any]]:
-    """The keyset query for a page, newest first; exposed so tests can EXPLAIN every shape."""
+class _Args:
+    """Collects query parameters, handing out their $n placeholders."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _filter_conditions(query: ListQuery, arg: _Args) -> list[str]:
     conditions: list[str] = []
-    args: list[Any] = []
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
     if query.author_id is not None:
         conditions.append(f"author_id = {arg(query.author_id)}")
     if query.status is not None:
@@ -119,6 +129,13 @@ def build_list_sql(query: ListQuery) -> tuple[str, list[Any]]:
         conditions.append(f"tags @> ARRAY[{arg(query.tag)}]::text[]")
     if query.visible_to is not None:
         conditions.append(f"(status = 'published' OR author_id = {arg(query.visible_to)})")
+    return conditions
+
+
+def build_list_sql(query: ListQuery) -> tuple[str, list[Any]]:
+    """The keyset query for a page, newest first; exposed so tests can EXPLAIN every shape."""
+    arg = _Args()
+    conditions = _filter_conditions(query, arg)
     if query.after is not None:
         conditions.append(
             f"(created_at, id) < ({arg(query.after.created_at)}, {arg(query.after.id)})"
@@ -128,10 +145,37 @@ def build_list_sql(query: ListQuery) -> tuple[str, list[Any]]:
         f"SELECT {POST_COLUMNS} FROM posts {where} "  # noqa: S608
         f"ORDER BY created_at DESC, id DESC LIMIT {arg(query.limit + 1)}"
     )
-    return sql, args
+    return sql, arg.values
 
 
 async def list_posts(conn: Connection, query: ListQuery) -> list[asyncpg.Record]:
     """Up to ``limit + 1`` rows: the extra one tells whether another page exists."""
     sql, args = build_list_sql(query)
+    return list(await conn.fetch(sql, *args))
+
+
+def build_search_sql(text: str, query: ListQuery) -> tuple[str, list[Any]]:
+    """Full-text search (GIN index on ``search_vector``), best rank first, then newest.
+
+    ``websearch_to_tsquery`` accepts any input (quotes, ``or``, ``-word``) without syntax errors.
+    """
+    arg = _Args()
+    tsquery = f"websearch_to_tsquery('english', {arg(text)})"
+    rank = f"ts_rank(search_vector, {tsquery})"
+    conditions = [f"search_vector @@ {tsquery}", *_filter_conditions(query, arg)]
+    if query.after is not None and query.after.rank is not None:
+        conditions.append(
+            f"({rank}, created_at, id) < ({arg(query.after.rank)}::real, "
+            f"{arg(query.after.created_at)}, {arg(query.after.id)})"
+        )
+    sql = (
+        f"SELECT {POST_COLUMNS}, {rank} AS rank FROM posts "  # noqa: S608
+        f"WHERE {' AND '.join(conditions)} "
+        f"ORDER BY rank DESC, created_at DESC, id DESC LIMIT {arg(query.limit + 1)}"
+    )
+    return sql, arg.values
+
+
+async def search_posts(conn: Connection, text: str, query: ListQuery) -> list[asyncpg.Record]:
+    sql, args = build_search_sql(text, query)
     return list(await conn.fetch(sql, *args))

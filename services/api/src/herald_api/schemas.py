@@ -92,6 +92,13 @@ class PostOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     published_at: datetime | None
+    excerpt: str | None = Field(description="Set by the worker after each change; null until then.")
+    word_count: int | None
+    reading_time_seconds: int | None
+    enriched_at: datetime | None
+    enriched_version: int | None = Field(
+        description="The version the enriched fields were computed from."
+    )
 
 
 class PostPage(BaseModel):

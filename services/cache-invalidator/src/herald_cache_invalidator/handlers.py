@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import structlog
 
 from herald_cache_invalidator.deps import Deps
+from herald_shared.cache import revision_for_event
 from herald_shared.events import EventEnvelope
 from herald_shared.messaging.handlers import (
     Delivery,
@@ -33,7 +34,9 @@ def invalidate_post(deps: Deps) -> Handle:
     async def handle(event: EventEnvelope, delivery: Delivery) -> None:
         try:
             async with deps.breaker.guard():
-                await deps.cache.invalidate(event.aggregate_id, event.aggregate_version)
+                await deps.cache.invalidate(
+                    event.aggregate_id, revision_for_event(event.type, event.aggregate_version)
+                )
         except BreakerOpenError as exc:
             raise DependencyUnavailableError("redis", exc.retry_after) from exc
         except REDIS_ERRORS as exc:

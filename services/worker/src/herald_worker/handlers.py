@@ -1,12 +1,23 @@
-"""The worker's handler table: event type → task. Each task is a plain async function."""
+"""The worker's handler table: event type → tasks. Each task is a plain async function; the
+tasks of one event run in one inbox transaction."""
 
 from __future__ import annotations
 
 from herald_shared.messaging.handlers import HandlerSpec
 from herald_worker.deps import Deps
+from herald_worker.enrichment import enrich_post
+from herald_worker.stats import count_post
 
 
 def handler_table(deps: Deps) -> list[HandlerSpec]:
     """The handlers this worker runs, bound to their dependencies."""
-    del deps  # the post tasks (enrichment, webhooks, stats) register here
-    return []
+    del deps  # the current tasks need only the inbox transaction
+    enrich = enrich_post()
+    stats = count_post()
+    return [
+        HandlerSpec("post.created", enrich),
+        HandlerSpec("post.updated", enrich),
+        HandlerSpec("post.created", stats),
+        HandlerSpec("post.updated", stats),
+        HandlerSpec("post.deleted", stats),
+    ]

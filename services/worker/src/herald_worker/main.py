@@ -14,6 +14,7 @@ from herald_shared.messaging.consumer import Consumer
 from herald_shared.messaging.options import Concurrency, Grace, Prefetch, with_overrides
 from herald_shared.messaging.service import Background, serve
 from herald_shared.periodic import run_periodic_jobs
+from herald_shared.relay import OutboxRelay, relay_until
 from herald_worker.deps import create_deps
 from herald_worker.handlers import handler_table
 from herald_worker.settings import Settings
@@ -24,14 +25,18 @@ app = typer.Typer(add_completion=False)
 
 async def run(settings: Settings) -> None:
     async with create_deps(settings) as deps:
+        # Tasks emit events (post.enriched, webhook.disabled) through the outbox; this
+        # process publishes them itself, woken after each committed handler transaction.
+        relay = OutboxRelay(deps.db.primary, settings.amqp, settings.relay, name="herald-worker")
         consumer = Consumer(
             CONSUMER_NAME,
             handler_table(deps),
             db=deps.db,
             amqp=settings.amqp,
             settings=settings.consumer,
+            after_commit=relay.wake,
         )
-        background: list[Background] = []
+        background: list[Background] = [relay_until(relay)]
         if settings.worker.jobs_enabled:
             jobs = cleanup_jobs(
                 every=timedelta(seconds=settings.worker.cleanup_every_seconds),

@@ -12,6 +12,7 @@ from herald_shared.settings import (
     ConsumerSettings,
     DatabaseSettings,
     LogSettings,
+    RelaySettings,
 )
 
 
@@ -34,3 +35,4 @@ class Settings:
     db: DatabaseSettings = field(default_factory=DatabaseSettings)
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)

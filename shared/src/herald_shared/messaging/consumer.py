@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,14 +73,21 @@ class Consumer:
         db: Database | None,
         amqp: AmqpSettings,
         settings: ConsumerSettings,
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
+        """``handlers`` may hold several specs for one event type: they run in order, in one
+        inbox transaction when any of them uses the inbox. ``after_commit`` is called after
+        each committed inbox transaction (e.g. to wake an outbox relay)."""
         if any(spec.uses_inbox for spec in handlers) and db is None:
             raise ValueError("handlers that use the inbox need a database")
         self.name = name
         self.queues: ConsumerQueues = consumer_queues(
             amqp.namespace, name, retry_delays=settings.retry_delays_seconds, quorum=amqp.quorum_queues
         )
-        self._handlers = {spec.event_type: spec for spec in handlers}
+        self._handlers: dict[str, list[HandlerSpec]] = {}
+        for spec in handlers:
+            self._handlers.setdefault(spec.event_type, []).append(spec)
+        self._after_commit = after_commit
         self._db = db
         self._amqp = amqp
         self._settings = settings
@@ -179,15 +186,15 @@ class Consumer:
         except ValidationError as exc:
             await self._dead_letter(message, exc, previous_attempts + 1, "undecodable message")
             return
-        spec = self._handlers.get(envelope.type)
-        if spec is None:
+        specs = self._handlers.get(envelope.type)
+        if not specs:
             await message.ack()
             return
         log = _log.bind(consumer=self.name, event_id=str(envelope.id), event_type=envelope.type)
         attempt = previous_attempts + 1
         try:
             await retry_transient(
-                lambda: self._invoke(spec, envelope, attempt),
+                lambda: self._invoke(specs, envelope, attempt),
                 policy=self._in_process,
                 log_name=f"{self.name}:{envelope.type}",
             )
@@ -212,11 +219,15 @@ class Consumer:
         else:
             await message.ack()
 
-    async def _invoke(self, spec: HandlerSpec, envelope: EventEnvelope, attempt: int) -> None:
-        timeout = spec.timeout_seconds or self._settings.handler_timeout_seconds
+    async def _invoke(
+        self, specs: list[HandlerSpec], envelope: EventEnvelope, attempt: int
+    ) -> None:
+        timeout = max(spec.timeout_seconds or self._settings.handler_timeout_seconds for spec in specs)
         async with asyncio.timeout(timeout):
-            if not spec.uses_inbox:
-                await spec.handle(envelope, Delivery(self.name, envelope.id, attempt, None))
+            if not any(spec.uses_inbox for spec in specs):
+                delivery = Delivery(self.name, envelope.id, attempt, None)
+                for spec in specs:
+                    await spec.handle(envelope, delivery)
                 return
             assert self._db is not None
             async with self._db.writer() as conn, conn.transaction():
@@ -229,9 +240,15 @@ class Consumer:
                     envelope.id,
                 )
                 if not first_time:
-                    _log.info("duplicate event skipped", consumer=self.name, event_id=str(envelope.id))
+                    _log.info(
+                        "duplicate event skipped", consumer=self.name, event_id=str(envelope.id)
+                    )
                     return
-                await spec.handle(envelope, Delivery(self.name, envelope.id, attempt, conn))
+                delivery = Delivery(self.name, envelope.id, attempt, conn)
+                for spec in specs:
+                    await spec.handle(envelope, delivery)
+            if self._after_commit is not None:
+                self._after_commit()
 
     async def _dead_letter(
         self, message: AbstractIncomingMessage, error: BaseException, attempts: int, reason: str

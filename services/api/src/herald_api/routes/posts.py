@@ -11,14 +11,20 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
 from herald_api import idempotency
 from herald_api.auth import Principal
-from herald_api.cursors import InvalidCursorError, Position, filter_fingerprint
 from herald_api.dependencies import PrincipalDep, ReadPrincipal, WritePrincipal, read_limit, spend
 from herald_api.lifespan import AppState, StateDep
+from herald_api.listing import (
+    PageParamsDep,
+    decode_cursor,
+    fingerprint_of,
+    page_response,
+    visible_query,
+)
 from herald_api.post_reads import (
     cache_key,
     get_cached,
@@ -29,15 +35,20 @@ from herald_api.post_reads import (
 from herald_api.preconditions import etag_for, if_match_fails, if_none_match_hits
 from herald_api.problems import Problem, problem_responses
 from herald_api.repositories import (
-    ListQuery,
     delete_post,
     insert_post,
+    is_enriched,
     list_posts,
     lock_post,
     update_post,
 )
-from herald_api.schemas import TAG_PATTERN, PostCreate, PostOut, PostPage, PostPatch, Status
-from herald_shared.cache import decode_entry
+from herald_api.schemas import (
+    PostCreate,
+    PostOut,
+    PostPage,
+    PostPatch,
+)
+from herald_shared.cache import decode_entry, version_of
 from herald_shared.events import EventEnvelope, PostCreated, PostDeleted, PostUpdated
 from herald_shared.outbox import enqueue_event
 from herald_shared.tracecontext import current_trace_headers
@@ -89,9 +100,13 @@ def _check_changeable(principal: Principal, row: asyncpg.Record | None) -> async
     return row
 
 
+def _etag(row: asyncpg.Record) -> str:
+    return etag_for(row["version"], is_enriched(row))
+
+
 def _check_if_match(if_match: str | None, row: asyncpg.Record) -> None:
-    current = etag_for(row["version"])
-    if if_match_fails(if_match, current):
+    current = _etag(row)
+    if if_match_fails(if_match, row["version"]):
         raise Problem(
             412,
             f"The post has changed: its ETag is now {current}.",
@@ -142,7 +157,7 @@ async def create_post(
         response = idempotency.StoredResponse(
             status=201,
             body=post_json(row),
-            headers={"Location": f"{router.prefix}/{row['id']}", "ETag": etag_for(row["version"])},
+            headers={"Location": f"{router.prefix}/{row['id']}", "ETag": _etag(row)},
         )
         if key is not None:
             await idempotency.record(conn, principal.account_id, key, fingerprint, response, ttl)
@@ -181,7 +196,7 @@ async def read_post(
         entry = await load_post(state, post_id)
     if entry is None or not principal.may_see(entry.author_id, entry.status):
         raise Problem(404, _NOT_FOUND)
-    etag = etag_for(entry.version)
+    etag = etag_for(*version_of(entry.version))
     headers = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Cache": outcome}
     if if_none_match_hits(if_none_match, etag):
         return Response(status_code=304, headers=headers)
@@ -222,7 +237,7 @@ async def patch_post(
             await enqueue_event(conn, event, current_trace_headers())
     if row is not current:
         await _after_write(state, post_id, row["version"])
-    return Response(post_json(row), headers={"ETag": etag_for(row["version"])}, media_type=JSON)
+    return Response(post_json(row), headers={"ETag": _etag(row)}, media_type=JSON)
 
 
 @router.delete(
@@ -252,30 +267,6 @@ async def remove_post(
     return Response(status_code=204)
 
 
-def _visible_query(
-    principal: Principal,
-    *,
-    limit: int,
-    after: Position | None,
-    author: uuid.UUID | None,
-    tag: str | None,
-    status: Status | None,
-) -> ListQuery | None:
-    """Narrow the filters to what the principal may see; None when nothing can match."""
-    if principal.is_admin or status == "published":
-        return ListQuery(limit, after, author, tag, status)
-    me = principal.account_id
-    if status == "draft":
-        if author is not None and author != me:
-            return None
-        return ListQuery(limit, after, me, tag, "draft")
-    if author == me:
-        return ListQuery(limit, after, me, tag)
-    if author is not None:
-        return ListQuery(limit, after, author, tag, "published")
-    return ListQuery(limit, after, tag=tag, visible_to=me)
-
-
 @router.get(
     "",
     response_model=PostPage,
@@ -284,32 +275,13 @@ def _visible_query(
     responses=problem_responses(400, 401, 422, 429, 503),
 )
 async def list_posts_page(
-    state: StateDep,
-    principal: ReadPrincipal,
-    author: Annotated[uuid.UUID | None, Query(description="Author's account id")] = None,
-    tag: Annotated[str | None, Query(pattern=TAG_PATTERN)] = None,
-    status: Status | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    state: StateDep, principal: ReadPrincipal, params: PageParamsDep
 ) -> Response:
-    fingerprint = filter_fingerprint(author, tag, status)
-    after = None
-    if cursor is not None:
-        try:
-            after = state.cursors.decode(cursor, fingerprint)
-        except InvalidCursorError as exc:
-            raise Problem(400, str(exc), type_="invalid-cursor") from None
-    query = _visible_query(
-        principal, limit=limit, after=after, author=author, tag=tag, status=status
-    )
+    fingerprint = fingerprint_of(params)
+    after = decode_cursor(state.cursors, params, fingerprint)
+    query = visible_query(principal, params, after)
     rows: list[asyncpg.Record] = []
     if query is not None:
         async with state.db.reader() as conn:
             rows = await list_posts(conn, query)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = state.cursors.encode(Position(last["created_at"], last["id"]), fingerprint)
-    page = PostPage(items=[PostOut.model_validate(dict(r)) for r in rows], next_cursor=next_cursor)
-    return Response(page.model_dump_json().encode(), media_type=JSON)
+    return page_response(rows, params.limit, state.cursors, fingerprint, ranked=False)

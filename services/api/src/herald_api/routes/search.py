@@ -1,0 +1,68 @@
+"""``/v1/search``: full-text search over published posts and the caller's own drafts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from herald_api.dependencies import ReadPrincipal
+from herald_api.lifespan import StateDep
+from herald_api.listing import (
+    PageParamsDep,
+    decode_cursor,
+    fingerprint_of,
+    page_response,
+    visible_query,
+)
+from herald_api.problems import Problem, problem_responses
+from herald_api.repositories import search_posts
+from herald_api.schemas import PostPage
+
+router = APIRouter(prefix="/v1/search", tags=["search"])
+
+MAX_QUERY_CHARS = 256
+
+
+def _checked(q: str | None) -> str:
+    text = (q or "").strip()
+    if not text:
+        raise Problem(400, "Give the words to search for in `q`.", type_="invalid-search")
+    if len(text) > MAX_QUERY_CHARS or "\x00" in text:
+        raise Problem(
+            400,
+            f"`q` must be at most {MAX_QUERY_CHARS} characters, without NUL.",
+            type_="invalid-search",
+        )
+    return text
+
+
+@router.get(
+    "",
+    response_model=PostPage,
+    summary="Search posts, best match first",
+    description=(
+        'Web-search syntax: words, `"quoted phrases"`, `or`, `-excluded`. Title matches weigh '
+        "more than tags, tags more than the body. Same filters and cursor pagination as the list."
+    ),
+    responses=problem_responses(400, 401, 422, 429, 503),
+)
+async def search(
+    state: StateDep,
+    principal: ReadPrincipal,
+    params: PageParamsDep,
+    q: Annotated[str | None, Query(description="What to search for.")] = None,
+) -> Response:
+    text = _checked(q)
+    fingerprint = fingerprint_of(params, "search", text)
+    after = decode_cursor(state.cursors, params, fingerprint)
+    if after is not None and after.rank is None:
+        raise Problem(400, "The cursor does not belong to a search.", type_="invalid-cursor")
+    query = visible_query(principal, params, after)
+    rows: list[asyncpg.Record] = []
+    if query is not None:
+        async with state.db.reader() as conn:
+            rows = await search_posts(conn, text, query)
+    return page_response(rows, params.limit, state.cursors, fingerprint, ranked=True)
