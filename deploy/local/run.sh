@@ -28,7 +28,9 @@ trap stop_all INT TERM
 
 start api "$BIN/herald-api"
 for ((i = 1; i <= WORKERS; i++)); do
-  start "worker $i" "$BIN/herald-worker"
+  # The first worker keeps the default health port (9101); the others take 9110+i.
+  port=$((i == 1 ? 9101 : 9110 + i))
+  HERALD_CONSUMER_HEALTH_PORT=$port start "worker $i" "$BIN/herald-worker"
 done
 start cache-invalidator "$BIN/herald-cache-invalidator"
 

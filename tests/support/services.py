@@ -221,6 +221,7 @@ class Processes:
             "HERALD_REDIS_KEY_PREFIX": self.redis_prefix,
             "HERALD_CONSUMER_RETRY_DELAYS_SECONDS": json.dumps(list(FAST_RETRY_DELAYS)),
             "HERALD_LOG_LEVEL": "INFO",
+            "HERALD_CONSUMER_HEALTH_PORT": "0",
         }
 
     def start(self, label: str, args: list[str], env: Mapping[str, str]) -> ServiceProcess:

@@ -6,7 +6,7 @@ import asyncio
 
 import typer
 
-from herald_cli import dlq, events, keys, limits, status
+from herald_cli import dlq, events, keys, limits, status, tracing
 from herald_cli.database import with_connection_async
 from herald_shared.migrate import upgrade
 from herald_shared.settings import AmqpSettings, DatabaseSettings
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(limits.app, name="limits")
+app.command("trace")(tracing.trace_command)
 app.add_typer(events.app, name="events")
 
 

@@ -1,5 +1,8 @@
 """Structured logging for every service: one JSON object per line on stderr (structlog).
 
+Every line carries time, level, service, message (``event``), and the trace and span ids of
+the span it was logged in; request and event ids are bound where there is one.
+
 Standard-library loggers (uvicorn, asyncpg, aio-pika) go through the same formatter, so every
 line a process writes has the same shape.
 """
@@ -10,6 +13,7 @@ import logging
 import sys
 
 import structlog
+from opentelemetry import trace
 from structlog.types import EventDict, Processor, WrappedLogger
 
 from herald_shared.settings import LogSettings
@@ -23,6 +27,15 @@ def _add_service(service: str) -> Processor:
     return add_service
 
 
+def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """trace_id and span_id of the span the line is logged in, so logs and traces join."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", f"{context.trace_id:032x}")
+        event_dict.setdefault("span_id", f"{context.span_id:016x}")
+    return event_dict
+
+
 def configure_logging(service: str, settings: LogSettings) -> None:
     """Route structlog and the standard library through one JSON (or console) renderer."""
     shared: list[Processor] = [
@@ -31,6 +44,7 @@ def configure_logging(service: str, settings: LogSettings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
         _add_service(service),
+        add_trace_ids,
     ]
     renderer: Processor = (
         structlog.processors.JSONRenderer()

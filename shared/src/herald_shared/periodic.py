@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import asyncpg
 import structlog
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from herald_shared.db import UNAVAILABLE_ERRORS, Connection
 
@@ -70,7 +71,8 @@ async def run_periodic_jobs(
     while not stop.is_set():
         for job in jobs:
             try:
-                await run_if_due(pool, job)
+                with suppress_instrumentation():  # polling would bury real traces
+                    await run_if_due(pool, job)
             except _JOB_FAILURES as exc:
                 _log.warning("periodic job failed", job=job.name, error=repr(exc))
         try:

@@ -23,6 +23,10 @@ from typing import Any
 import aio_pika
 import asyncpg
 import structlog
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.trace import SpanKind
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
 from herald_shared.db import Connection
@@ -33,6 +37,7 @@ from herald_shared.resilience import Breaker, BreakerOpenError
 from herald_shared.settings import AmqpSettings, RelaySettings
 
 _log = structlog.get_logger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 _PUBLISH_FAILURES: tuple[type[BaseException], ...] = (BreakerOpenError, *BROKER_ERRORS)
 
@@ -96,10 +101,13 @@ class OutboxRelay:
         try:
             while not self._stopping.is_set():
                 try:
-                    if self._exchange is None:
-                        await self._try_connect()
-                    if self._exchange is not None:
-                        await self.drain()
+                    # Polling is not traced: each published event gets a span in the trace
+                    # of the request that wrote it instead (see _publish_traced).
+                    with suppress_instrumentation():
+                        if self._exchange is None:
+                            await self._try_connect()
+                        if self._exchange is not None:
+                            await self.drain()
                 except Exception:
                     # Nothing else publishes the outbox: the relay must outlive any one failed
                     # sweep (a database error, a statement timeout); the rows wait for the next.
@@ -171,12 +179,7 @@ class OutboxRelay:
             try:
                 async with self.breaker.guard():
                     results = await asyncio.gather(
-                        *(
-                            publish_confirmed(
-                                exchange, _message(row), row["event_type"], timeout=timeout
-                            )
-                            for row in rows
-                        ),
+                        *(_publish_traced(exchange, row, timeout) for row in rows),
                         return_exceptions=True,
                     )
                     errors = [r for r in results if isinstance(r, BaseException) and _is_failure(r)]
@@ -215,6 +218,28 @@ class OutboxRelay:
             """,
             ids,
         )
+
+
+async def _publish_traced(exchange: AbstractExchange, row: asyncpg.Record, timeout: float) -> None:
+    """Publish one row inside the trace of the request that wrote it."""
+    message = _message(row)
+    # A fresh context: the request's, not the relay loop's (where instrumentation is off).
+    parent = propagate.extract(dict(message.headers), context=Context())
+    with _tracer.start_as_current_span(
+        f"outbox publish {row['event_type']}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.destination.name": exchange.name,
+            "messaging.message.id": str(row["event_id"]),
+            "herald.event_type": row["event_type"],
+            "herald.outbox_id": row["id"],
+        },
+    ):
+        # Consumers continue the trace from this span.
+        propagate.inject(message.headers)
+        await publish_confirmed(exchange, message, row["event_type"], timeout=timeout)
 
 
 def _is_failure(result: object) -> bool:

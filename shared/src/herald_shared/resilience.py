@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import pybreaker
 import structlog
+from herald_shared.metrics import BREAKER_OPEN
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -44,6 +45,14 @@ class BreakerOpenError(Exception):
         super().__init__(f"circuit breaker {name!r} is open")
         self.name = name
         self.retry_after = retry_after
+
+
+class _TrialCancelledError(Exception):
+    """A half-open trial was cancelled before it finished (carries the cancellation)."""
+
+    def __init__(self, cancelled: asyncio.CancelledError) -> None:
+        super().__init__("half-open trial cancelled")
+        self.cancelled = cancelled
 
 
 class _StateListener(pybreaker.CircuitBreakerListener):
@@ -70,6 +79,7 @@ class Breaker:
         on_change: Callable[[str, str], None] | None = None,
     ) -> None:
         self.name = name
+        BREAKER_OPEN.labels(name).set(0)
         self.reset_timeout = reset_timeout
         self._clock = clock
         self._opened_at = 0.0
@@ -81,7 +91,7 @@ class Breaker:
             # wall-clock check must never be the one that holds a call back.
             reset_timeout=0,
             name=name,
-            exclude=[lambda exc: not isinstance(exc, counts)],
+            exclude=[lambda exc: not isinstance(exc, (*counts, _TrialCancelledError))],
             listeners=[_StateListener(self)],
             throw_new_error_on_trip=False,
         )
@@ -101,6 +111,7 @@ class Breaker:
     def _on_state_change(self, old: str | None, new: str) -> None:
         if new == "open":
             self._opened_at = self._clock()
+        BREAKER_OPEN.labels(self.name).set(0 if new == "closed" else 1)
         _log.warning("breaker state changed", breaker=self.name, old=old, new=new)
         if self._on_change is not None:
             self._on_change(self.name, new)
@@ -118,8 +129,16 @@ class Breaker:
         async with self._probe:
             if self.state == "open":
                 self._breaker.half_open()
-            with self._breaker.calling():
-                yield
+            try:
+                with self._breaker.calling():
+                    try:
+                        yield
+                    except asyncio.CancelledError as exc:
+                        # pybreaker would count it as a success and close: a trial that
+                        # never heard back proves nothing, so it fails (the breaker reopens).
+                        raise _TrialCancelledError(exc) from exc
+            except _TrialCancelledError as exc:
+                raise exc.cancelled from None
 
 
 @dataclass(frozen=True, slots=True)

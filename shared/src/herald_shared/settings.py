@@ -133,7 +133,13 @@ class ConsumerSettings(BaseSettings):
     pause_seconds: float = Field(
         default=5.0, gt=0, description="Pause after a handler reports a dependency down."
     )
-    health_port: int | None = Field(default=None, ge=0, le=65535)
+    health_host: str = "127.0.0.1"
+    health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="/livez, /readyz and /metrics; the service's own default port when unset.",
+    )
 
 
 class RedisSettings(BaseSettings):
@@ -183,3 +189,16 @@ class RateLimitSettings(BaseSettings):
     fail_closed: bool = Field(
         default=False, description="Refuse requests (503) instead of allowing them when Redis is down."
     )
+
+
+class TelemetrySettings(BaseSettings):
+    """Tracing: sampling, and where spans go (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set,
+    otherwise one JSON-lines file per process under ``dir``, read by ``herald trace``)."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_TRACE_", extra="ignore")
+
+    enabled: bool = True
+    sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Head sampling of new traces; children follow parents."
+    )
+    dir: str = Field(default="var/traces", description="Where local span files are written.")

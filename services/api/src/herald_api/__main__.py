@@ -1,5 +1,5 @@
-"""``python -m herald_api`` runs the API server."""
+"""``python -m herald_api`` runs the API server, as ``herald-api`` does."""
 
-from herald_api.main import main
+from herald_api.serve import main
 
 main()

@@ -15,12 +15,14 @@ from herald_api.auth import AuthenticationError, Principal, authenticate
 from herald_api.lifespan import AppState, StateDep
 from herald_api.problems import Problem
 from herald_api.ratelimit import LimitResult, RateLimitUnavailableError
+from herald_shared.metrics import RATE_LIMIT_DECISIONS
 from herald_api.request_context import add_response_headers, set_account_of
 
 
-def apply_limit(request: Request, result: LimitResult) -> None:
+def apply_limit(request: Request, result: LimitResult, bucket: str) -> None:
     """Attach the RateLimit headers to the response; raise 429 when over the limit."""
     add_response_headers(request.scope, result.headers())
+    RATE_LIMIT_DECISIONS.labels(bucket, "allowed" if result.allowed else "limited").inc()
     if not result.allowed:
         raise Problem(
             429,
@@ -31,7 +33,13 @@ def apply_limit(request: Request, result: LimitResult) -> None:
 
 
 async def spend(
-    request: Request, state: AppState, subject: str, limit: int, *, also_get: str | None = None
+    request: Request,
+    state: AppState,
+    subject: str,
+    limit: int,
+    *,
+    bucket: str,
+    also_get: str | None = None,
 ) -> LimitResult | None:
     """Spend one request of ``subject``'s budget; None when rate limiting is off."""
     if state.limiter is None:
@@ -42,7 +50,7 @@ async def spend(
         raise Problem(
             503, "Rate limiting is unavailable; try again shortly.", headers={"Retry-After": "2"}
         ) from None
-    apply_limit(request, result)
+    apply_limit(request, result, bucket)
     return result
 
 
@@ -55,7 +63,8 @@ async def current_principal(
         principal = await authenticate(authorization, state.db, state.keys)
     except AuthenticationError as exc:
         client = request.client.host if request.client else "unknown"
-        await spend(request, state, f"ip:{client}", state.settings.rate_limit.anonymous_per_window)
+        limit = state.settings.rate_limit.anonymous_per_window
+        await spend(request, state, f"ip:{client}", limit, bucket="anonymous")
         raise Problem(
             401, exc.reason, type_="unauthorized", headers={"WWW-Authenticate": exc.challenge}
         ) from None
@@ -71,13 +80,15 @@ def read_limit(state: AppState, principal: Principal) -> int:
 
 
 async def read_principal(request: Request, state: StateDep, principal: PrincipalDep) -> Principal:
-    await spend(request, state, f"key:{principal.key_id}:r", read_limit(state, principal))
+    await spend(
+        request, state, f"key:{principal.key_id}:r", read_limit(state, principal), bucket="read"
+    )
     return principal
 
 
 async def write_principal(request: Request, state: StateDep, principal: PrincipalDep) -> Principal:
     limit = principal.write_limit or state.settings.rate_limit.write_per_window
-    await spend(request, state, f"key:{principal.key_id}:w", limit)
+    await spend(request, state, f"key:{principal.key_id}:w", limit, bucket="write")
     return principal
 
 

@@ -25,6 +25,7 @@ from herald_shared.migrate import head_revision
 from herald_shared.redis_client import create_breaker, create_redis
 from herald_shared.relay import OutboxRelay
 from herald_shared.resilience import Breaker
+from herald_shared.telemetry import shutdown_tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ def create_lifespan(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[_LifespanState]:
         async with AsyncExitStack() as stack:
+            stack.callback(shutdown_tracing)  # last out: flushes the spans of everything below
             db = await stack.enter_async_context(
                 create_database(settings.db, application_name="herald-api")
             )

@@ -9,14 +9,16 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from herald_api.body_limit import BodyLimitMiddleware
 from herald_api.lifespan import create_lifespan
 from herald_api.problems import install_problem_handlers, problems_as_problem_json
 from herald_api.request_context import RequestContextMiddleware
-from herald_api.routes import health, posts, search, stats
+from herald_api.routes import health, metrics, posts, search, stats
 from herald_api.settings import Settings
 from herald_shared.logs import configure_logging
+from herald_shared.telemetry import configure_tracing
 
 DESCRIPTION = """
 Herald publishes posts and the events they cause.
@@ -39,7 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    if settings.telemetry.enabled:
+        # Outermost, so the request's span is current in every middleware and handler.
+        FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(posts.router)
     app.include_router(search.router)
     app.include_router(stats.router)
@@ -62,6 +68,7 @@ def create_server_app() -> FastAPI:
     """The factory each server process calls: settings from the environment, logging set up."""
     settings = Settings()
     configure_logging("herald-api", settings.log)
+    configure_tracing("herald-api", settings.telemetry)
     return create_app(settings)
 
 

@@ -14,6 +14,9 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from herald_shared.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from herald_shared.telemetry import traceparent
+
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _STATE_KEY = "request_id"
 _EXTRA_HEADERS_KEY = "response_headers"
@@ -68,6 +71,8 @@ class RequestContextMiddleware:
                 headers = [h for h in message.get("headers", ()) if h[0] != b"x-request-id"]
                 headers.append(header)
                 headers.extend(state.get(_EXTRA_HEADERS_KEY, ()))
+                if (parent := traceparent()) is not None:
+                    headers.append((b"traceparent", parent.encode("ascii")))
                 message["headers"] = headers
             await send(message)
 
@@ -75,13 +80,16 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_request_id)
         finally:
-            route = scope.get("route")
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            seconds = time.perf_counter() - started
+            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            HTTP_SECONDS.labels(scope["method"], route).observe(seconds)
             _access_log.info(
                 "request",
                 method=scope["method"],
-                route=getattr(route, "path", None) or "unmatched",
+                route=route,
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                duration_ms=round(seconds * 1000, 3),
                 account_id=state.get("account_id"),
             )
             structlog.contextvars.unbind_contextvars("request_id")

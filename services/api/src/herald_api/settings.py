@@ -16,6 +16,7 @@ from herald_shared.settings import (
     RedisSettings,
     RelaySettings,
     SecuritySettings,
+    TelemetrySettings,
 )
 
 
@@ -46,3 +47,4 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)

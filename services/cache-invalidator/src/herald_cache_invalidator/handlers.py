@@ -22,6 +22,7 @@ from herald_shared.messaging.handlers import (
     HandlerSpec,
     TransientError,
 )
+from herald_shared.metrics import INVALIDATION_LAG_SECONDS
 from herald_shared.redis_client import REDIS_ERRORS
 from herald_shared.resilience import BreakerOpenError
 
@@ -42,6 +43,7 @@ def invalidate_post(deps: Deps) -> Handle:
         except REDIS_ERRORS as exc:
             raise TransientError(f"redis: {exc!r}") from exc
         lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
+        INVALIDATION_LAG_SECONDS.observe(lag)
         _log.info(
             "post invalidated",
             post_id=str(event.aggregate_id),

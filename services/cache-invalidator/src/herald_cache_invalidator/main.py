@@ -11,11 +11,13 @@ from herald_cache_invalidator.deps import create_deps
 from herald_cache_invalidator.handlers import handler_table
 from herald_cache_invalidator.settings import Settings
 from herald_shared.logs import configure_logging
+from herald_shared.telemetry import configure_tracing
 from herald_shared.messaging.consumer import Consumer
 from herald_shared.messaging.options import Concurrency, Grace, Prefetch, with_overrides
 from herald_shared.messaging.service import serve
 
 CONSUMER_NAME = "cache-invalidator"
+HEALTH_PORT = 9102
 app = typer.Typer(add_completion=False)
 
 
@@ -24,7 +26,9 @@ async def run(settings: Settings) -> None:
         consumer = Consumer(
             CONSUMER_NAME, handler_table(deps), db=None, amqp=settings.amqp, settings=settings.consumer
         )
-        await serve(consumer)
+        port = settings.consumer.health_port
+        health = (settings.consumer.health_host, HEALTH_PORT if port is None else port)
+        await serve(consumer, health=health)
 
 
 @app.command()
@@ -36,4 +40,5 @@ def main(concurrency: Concurrency = None, prefetch: Prefetch = None, grace: Grac
     )
     settings = dataclasses.replace(settings, consumer=consumer)
     configure_logging("herald-cache-invalidator", settings.log)
+    configure_tracing("herald-cache-invalidator", settings.telemetry)
     uvloop.run(run(settings))

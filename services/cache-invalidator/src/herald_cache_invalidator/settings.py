@@ -10,6 +10,7 @@ from herald_shared.settings import (
     ConsumerSettings,
     LogSettings,
     RedisSettings,
+    TelemetrySettings,
 )
 
 
@@ -20,3 +21,4 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)

@@ -10,6 +10,7 @@ import uvloop
 
 from herald_shared.cleanup import cleanup_jobs
 from herald_shared.logs import configure_logging
+from herald_shared.telemetry import configure_tracing
 from herald_shared.messaging.consumer import Consumer
 from herald_shared.messaging.options import Concurrency, Grace, Prefetch, with_overrides
 from herald_shared.messaging.service import Background, serve
@@ -20,6 +21,7 @@ from herald_worker.handlers import handler_table
 from herald_worker.settings import Settings
 
 CONSUMER_NAME = "worker"
+HEALTH_PORT = 9101
 app = typer.Typer(add_completion=False)
 
 
@@ -47,7 +49,9 @@ async def run(settings: Settings) -> None:
             background.append(
                 lambda stop: run_periodic_jobs(deps.db.primary, jobs, stop, tick=tick)
             )
-        await serve(consumer, background)
+        port = settings.consumer.health_port
+        health = (settings.consumer.health_host, HEALTH_PORT if port is None else port)
+        await serve(consumer, background, health=health)
 
 
 @app.command()
@@ -59,4 +63,5 @@ def main(concurrency: Concurrency = None, prefetch: Prefetch = None, grace: Grac
     )
     settings = dataclasses.replace(settings, consumer=consumer)
     configure_logging("herald-worker", settings.log)
+    configure_tracing("herald-worker", settings.telemetry)
     uvloop.run(run(settings))

@@ -13,6 +13,7 @@ from herald_shared.settings import (
     DatabaseSettings,
     LogSettings,
     RelaySettings,
+    TelemetrySettings,
 )
 
 
@@ -36,3 +37,4 @@ class Settings:
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
     log: LogSettings = field(default_factory=LogSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)

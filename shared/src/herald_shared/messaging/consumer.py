@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.trace import Status, StatusCode
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -55,10 +59,18 @@ from herald_shared.messaging.topology import (
     declare_all,
     declare_consumer,
 )
+from herald_shared.metrics import (
+    CONSUMED,
+    DB_POOL_IN_USE,
+    DB_POOL_SIZE,
+    HANDLER_SECONDS,
+    QUEUE_DEPTH,
+)
 from herald_shared.resilience import BreakerOpenError, RetryPolicy, retry_transient
 from herald_shared.settings import AmqpSettings, ConsumerSettings
 
 _log = structlog.get_logger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientError, *UNAVAILABLE_ERRORS)
 _DEFERRING_ERRORS = (DependencyUnavailableError, BreakerOpenError)
@@ -124,6 +136,37 @@ class Consumer:
             await self._shutdown(tag)
         finally:
             await self._connection.close()
+
+    async def is_ready(self) -> bool:
+        """Consuming, with the connection up (a probe for ``/readyz``)."""
+        connection = self._connection
+        return (
+            self.ready.is_set()
+            and not self._stopping
+            and connection is not None
+            and not connection.is_closed
+        )
+
+    async def refresh_metrics(self) -> None:
+        """Update the queue-depth gauges (called when metrics are scraped)."""
+        if self._connection is None or self._connection.is_closed:
+            return
+        with suppress_instrumentation():
+            await self._refresh_metrics(self._connection)
+
+    async def _refresh_metrics(self, connection: AbstractRobustConnection) -> None:
+        for name in (self.queues.main, self.queues.dead_letter, *self.queues.retry_queues):
+            with contextlib.suppress(*BROKER_ERRORS):
+                channel = await connection.channel()
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                    QUEUE_DEPTH.labels(name).set(queue.declaration_result.message_count or 0)
+                finally:
+                    await channel.close()
+        if self._db is not None:
+            for label, pool in (("primary", self._db.primary), ("replica", self._db.replica)):
+                DB_POOL_SIZE.labels(label).set(pool.get_size())
+                DB_POOL_IN_USE.labels(label).set(pool.get_size() - pool.get_idle_size())
 
     async def _shutdown(self, tag: str) -> None:
         self._stopping = True
@@ -192,6 +235,37 @@ class Consumer:
             return
         log = _log.bind(consumer=self.name, event_id=str(envelope.id), event_type=envelope.type)
         attempt = previous_attempts + 1
+        with (
+            structlog.contextvars.bound_contextvars(event_id=str(envelope.id)),
+            _tracer.start_as_current_span(
+                f"handle {envelope.type}",
+                attributes={
+                    "herald.consumer": self.name,
+                    "herald.event_type": envelope.type,
+                    "herald.event_id": str(envelope.id),
+                    "herald.aggregate_id": str(envelope.aggregate_id),
+                    "herald.attempt": attempt,
+                    "messaging.destination.name": self.queues.main,
+                },
+            ) as span,
+        ):
+            outcome = await self._dispatch(message, specs, envelope, attempt, previous_attempts, log)
+            span.set_attribute("herald.outcome", outcome)
+            if outcome != "ok":
+                span.set_status(Status(StatusCode.ERROR, outcome))
+        CONSUMED.labels(self.queues.main, outcome).inc()
+
+    async def _dispatch(
+        self,
+        message: AbstractIncomingMessage,
+        specs: list[HandlerSpec],
+        envelope: EventEnvelope,
+        attempt: int,
+        previous_attempts: int,
+        log: structlog.stdlib.BoundLogger,
+    ) -> str:
+        """Run the handlers and settle the message; returns the outcome for metrics and spans."""
+        started = time.perf_counter()
         try:
             await retry_transient(
                 lambda: self._invoke(specs, envelope, attempt),
@@ -202,22 +276,28 @@ class Consumer:
             retry_after = getattr(exc, "retry_after", None) or self._settings.pause_seconds
             log.warning("dependency unavailable; rescheduling", error=str(exc), pause=retry_after)
             self._pause(retry_after)
-            await self._republish(message, self.queues.retry(0), retry_headers(message, exc, previous_attempts))
+            headers = retry_headers(message, exc, previous_attempts)
+            await self._republish(message, self.queues.retry(0), headers)
+            return "deferred"
         except PermanentError as exc:
             log.error("permanent failure", error=repr(exc))
             await self._dead_letter(message, exc, attempt, "permanent error")
+            return "dead_lettered"
         except Exception as exc:
-            steps = len(self.queues.retry_delays)
-            if attempt > steps:
+            if attempt > len(self.queues.retry_delays):
                 log.error("retries exhausted", error=repr(exc), attempts=attempt)
                 await self._dead_letter(message, exc, attempt, "retries exhausted")
-            else:
-                log.warning("handler failed; retrying later", error=repr(exc), attempt=attempt)
-                await self._republish(
-                    message, self.queues.retry(attempt - 1), retry_headers(message, exc, attempt)
-                )
-        else:
-            await message.ack()
+                return "dead_lettered"
+            log.warning("handler failed; retrying later", error=repr(exc), attempt=attempt)
+            headers = retry_headers(message, exc, attempt)
+            await self._republish(message, self.queues.retry(attempt - 1), headers)
+            return "retried"
+        finally:
+            HANDLER_SECONDS.labels(self.name, envelope.type).observe(
+                time.perf_counter() - started
+            )
+        await message.ack()
+        return "ok"
 
     async def _invoke(
         self, specs: list[HandlerSpec], envelope: EventEnvelope, attempt: int
@@ -260,6 +340,7 @@ class Consumer:
         self, message: AbstractIncomingMessage, queue: str, headers: dict[str, Any]
     ) -> None:
         assert self._channel is not None
+        propagate.inject(headers)  # the retry continues the trace from this attempt
         copy = build_message(
             message.body,
             message_id=message.message_id or "",

@@ -14,15 +14,35 @@ from typing import Any
 
 import structlog
 
+from herald_shared.health_server import serve_health
 from herald_shared.messaging.consumer import Consumer
+from herald_shared.telemetry import shutdown_tracing
 
 _log = structlog.get_logger(__name__)
 
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
-async def serve(consumer: Consumer, background: Sequence[Background] = ()) -> None:
+async def serve(
+    consumer: Consumer,
+    background: Sequence[Background] = (),
+    *,
+    health: tuple[str, int] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT; ``health`` = (host, port) of /livez, /readyz and /metrics."""
     stop = asyncio.Event()
+    if health is not None:
+        host, port = health
+        background = [
+            *background,
+            lambda stop: serve_health(
+                host,
+                port,
+                ready=consumer.is_ready,
+                refresh_metrics=consumer.refresh_metrics,
+                stop=stop,
+            ),
+        ]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -41,3 +61,4 @@ async def serve(consumer: Consumer, background: Sequence[Background] = ()) -> No
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        shutdown_tracing()

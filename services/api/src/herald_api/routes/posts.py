@@ -49,6 +49,7 @@ from herald_api.schemas import (
     PostPatch,
 )
 from herald_shared.cache import decode_entry, version_of
+from herald_shared.metrics import CACHE_LOOKUPS
 from herald_shared.events import EventEnvelope, PostCreated, PostDeleted, PostUpdated
 from herald_shared.outbox import enqueue_event
 from herald_shared.tracecontext import current_trace_headers
@@ -184,6 +185,7 @@ async def read_post(
         state,
         f"key:{principal.key_id}:r",
         read_limit(state, principal),
+        bucket="read",
         also_get=cache_key(state, post_id),
     )
     raw = limit.value if limit is not None else None
@@ -194,6 +196,7 @@ async def read_post(
     if entry is None:
         outcome = "miss"
         entry = await load_post(state, post_id)
+    CACHE_LOOKUPS.labels(outcome).inc()
     if entry is None or not principal.may_see(entry.author_id, entry.status):
         raise Problem(404, _NOT_FOUND)
     etag = etag_for(*version_of(entry.version))

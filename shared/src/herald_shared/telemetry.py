@@ -1,0 +1,101 @@
+"""OpenTelemetry for every service, configured once per process.
+
+- Resource: service.name (herald-api, herald-worker, herald-cache-invalidator), service.version,
+  service.instance.id.
+- Sampling: parent-based, with ``HERALD_TRACE_SAMPLE_RATIO`` for traces that start here.
+- Export: OTLP over HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (Jaeger in docker-compose),
+  otherwise JSON lines under ``HERALD_TRACE_DIR`` for ``herald trace``.
+- Instrumentation: the official asyncpg, redis, aio-pika and httpx instrumentations (the API adds
+  FastAPI's). aio-pika's carries the context in message headers; the outbox carries the
+  request's context to the relay, which publishes under it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+
+from herald_shared.settings import TelemetrySettings
+from herald_shared.trace_files import JsonLinesSpanExporter
+
+_configured: TracerProvider | None = None
+
+
+def _version() -> str:
+    try:
+        return version("herald-shared")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
+def _exporter(service: str, settings: TelemetrySettings) -> SpanExporter:
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    return JsonLinesSpanExporter(settings.dir, service)
+
+
+def configure_tracing(service: str, settings: TelemetrySettings) -> TracerProvider:
+    """Install the process's tracer provider and the library instrumentations (once)."""
+    global _configured
+    if _configured is not None:
+        return _configured
+    resource = Resource.create(
+        {
+            "service.name": service,
+            "service.version": _version(),
+            "service.instance.id": f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        }
+    )
+    sampler = ParentBased(
+        TraceIdRatioBased(settings.sample_ratio) if settings.enabled else ALWAYS_OFF
+    )
+    provider = TracerProvider(resource=resource, sampler=sampler)
+    if settings.enabled:
+        provider.add_span_processor(
+            BatchSpanProcessor(_exporter(service, settings), schedule_delay_millis=500)
+        )
+    trace.set_tracer_provider(provider)
+    AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    AioPikaInstrumentor().instrument(tracer_provider=provider)
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    _configured = provider
+    return provider
+
+
+def shutdown_tracing() -> None:
+    """Flush buffered spans (call on the way out)."""
+    if _configured is not None:
+        _configured.shutdown()
+
+
+def current_trace_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current span, hex, or None outside a recorded span."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
