@@ -8,7 +8,7 @@ MEMBERS := shared/pyproject.toml services/api/pyproject.toml services/worker/pyp
 PYTEST_ARGS ?=
 
 .PHONY: help run test setup services migrate venv lint typecheck test-unit test-integration \
-	test-e2e lock up down clean env-example
+	test-e2e lock up down clean env-example tools
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -16,8 +16,11 @@ help: ## list the targets
 run: setup ## set up, then run the API and every service in the foreground (Ctrl-C stops)
 	@deploy/local/run.sh
 
-test: setup lint typecheck ## set up, then lint, type-check and run the whole test suite
+test: setup tools lint typecheck ## set up, then lint, type-check and run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+tools: ## tools the tests use beyond Python (promtool)
+	@deploy/local/ensure-tools.sh
 
 setup: venv services migrate
 

@@ -26,6 +26,7 @@ CLASSES: list[type[BaseSettings]] = [
     ServerSettings,
     shared.ConsumerSettings,
     WorkerSettings,
+    shared.TelemetrySettings,
 ]
 
 

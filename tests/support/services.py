@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aio_pika
 import aiormq
+import httpx
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from herald_shared.events import EventEnvelope
@@ -27,6 +28,7 @@ from herald_shared.messaging.publisher import build_message, publish_confirmed
 from herald_shared.messaging.topology import ConsumerQueues, consumer_queues, exchange_name
 from herald_shared.settings import AmqpSettings
 from tests.support.processes import kill_group, start_process
+from tests.support.tcp_proxy import free_port
 from tests.support.waiting import wait_until
 
 #: Short retry steps, so a message goes through every retry queue in well under a second.
@@ -287,6 +289,24 @@ class Processes:
         service = self.start(consumer, ["-m", module], env)
         await self.wait_consuming(service, self.broker.queues(consumer).main, consumers)
         return service
+
+    async def start_api(self, env: Mapping[str, str]) -> tuple[ServiceProcess, str]:
+        """Start ``python -m herald_api`` on a free port; returns it and its base URL once
+        ``/readyz`` answers 200."""
+        port = free_port()
+        service = self.start("api", ["-m", "herald_api"], {"HERALD_API_PORT": str(port), **env})
+        base_url = f"http://127.0.0.1:{port}"
+
+        async def ready() -> bool:
+            service.check_running()
+            try:
+                async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
+                    return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(ready, seconds=READY_SECONDS, interval=0.1, message="the API is not ready")
+        return service, base_url
 
     def kill_all(self) -> None:
         for service in self.started:

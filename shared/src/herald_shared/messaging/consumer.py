@@ -249,8 +249,15 @@ class Consumer:
                 },
             ) as span,
         ):
+            started = time.perf_counter()
             outcome = await self._dispatch(message, specs, envelope, attempt, previous_attempts, log)
             span.set_attribute("herald.outcome", outcome)
+            log.info(
+                "event handled",
+                outcome=outcome,
+                attempt=attempt,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
             if outcome != "ok":
                 span.set_status(Status(StatusCode.ERROR, outcome))
         CONSUMED.labels(self.queues.main, outcome).inc()

@@ -1,0 +1,117 @@
+"""One request followed across every service: traces, logs and metrics of real processes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from herald_cli.tracing import load_traces, render
+from tests.conftest import MakeKey
+from tests.support.services import Processes, ServiceProcess
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+
+SERVICES = {"herald-api", "herald-worker", "herald-cache-invalidator"}
+
+
+def _log_lines(service: ServiceProcess) -> list[dict[str, Any]]:
+    lines = []
+    for line in service.log_path.read_text(errors="replace").splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
+async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
+    processes: Processes, make_key: MakeKey, tmp_path: Path
+) -> None:
+    trace_dir = tmp_path / "traces"
+    env = {"HERALD_TRACE_DIR": str(trace_dir), "HERALD_LOG_LEVEL": "INFO"}
+    worker = await processes.start_service("herald_worker", "worker", env)
+    invalidator = await processes.start_service(
+        "herald_cache_invalidator", "cache-invalidator", env
+    )
+    api, base_url = await processes.start_api(env)
+    key = await make_key()
+
+    async with httpx.AsyncClient(base_url=base_url, headers=key.headers) as http:
+        response = await http.post(
+            "/v1/posts",
+            json={"title": f"traced {uuid.uuid4().hex[:6]}", "body": "follow me", "status": "published"},
+        )
+        assert response.status_code == 201
+        version, trace_id, parent_id, flags = response.headers["traceparent"].split("-")
+        assert (version, flags) == ("00", "01") or version == "00"
+        post_id = response.json()["id"]
+
+        wanted = {
+            "server": lambda s: s["service"] == "herald-api" and s["name"] == "POST /v1/posts",
+            "sql": lambda s: s["service"] == "herald-api" and s["name"].startswith("INSERT"),
+            "publish": lambda s: s["name"] == "outbox publish post.created",
+            "worker": lambda s: s["service"] == "herald-worker"
+            and s["name"] == "handle post.created",
+            "enriched": lambda s: s["name"] == "outbox publish post.enriched",
+            "invalidator": lambda s: s["service"] == "herald-cache-invalidator"
+            and s["name"].startswith("handle post."),
+        }
+        spans: list[dict[str, Any]] = []
+
+        async def complete() -> bool:
+            nonlocal spans
+            trace = load_traces(str(trace_dir)).get(trace_id)
+            spans = trace.spans if trace else []
+            return all(any(match(s) for s in spans) for match in wanted.values())
+
+        await wait_until(complete, seconds=30, interval=0.2, message="the trace never completed")
+
+        # One trace, and every span's parent is in it (only the server span is a root).
+        ids = {s["span_id"] for s in spans}
+        roots = [s for s in spans if s["parent_span_id"] not in ids]
+        assert [r["name"] for r in roots] == ["POST /v1/posts"]
+        assert {s["service"] for s in spans} == SERVICES
+        by_id = {s["span_id"]: s for s in spans}
+        worker_span = next(s for s in spans if wanted["worker"](s))
+        chain = []
+        current: dict[str, Any] | None = worker_span
+        while current is not None:
+            chain.append(current["name"])
+            current = by_id.get(current["parent_span_id"])
+        assert "outbox publish post.created" in chain and chain[-1] == "POST /v1/posts"
+
+        waterfall = render(load_traces(str(trace_dir))[trace_id])
+        for service in SERVICES:
+            assert service in waterfall
+        print(waterfall)
+
+        # Metrics moved, and parse as Prometheus text.
+        metrics = (await http.get("/metrics")).text
+        families = {f.name: f for f in text_string_to_metric_families(metrics)}
+        requests = families["herald_http_requests"]
+        assert any(
+            s.labels.get("route") == "/v1/posts" and s.labels.get("status") == "201" and s.value >= 1
+            for s in requests.samples
+        )
+        get = await http.get(f"/v1/posts/{post_id}")
+        assert get.status_code == 200
+
+    # Logs of all three services about this request carry its trace id; none has the key.
+    for service in (api, worker, invalidator):
+        lines = _log_lines(service)
+        assert any(line.get("trace_id") == trace_id for line in lines), service.label
+        assert key.token not in service.log_path.read_text(errors="replace"), service.label
+    access = [
+        line
+        for line in _log_lines(api)
+        if line.get("event") == "request" and line.get("trace_id") == trace_id
+    ]
+    assert access and access[0]["route"] == "/v1/posts" and access[0]["status"] == 201
+    assert access[0]["account_id"] == str(key.account_id)
