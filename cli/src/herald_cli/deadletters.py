@@ -48,7 +48,8 @@ class DeadLetter:
 def describe(message: AbstractIncomingMessage) -> DeadLetter:
     headers: dict[str, Any] = dict(message.headers or {})
     error_class = str(headers.get(ERROR_CLASS, ""))
-    error = str(headers.get(ERROR_MESSAGE, ""))
+    lines = str(headers.get(ERROR_MESSAGE, "")).strip().splitlines()
+    error = lines[0][:200] if lines else ""
     return DeadLetter(
         event_id=message.message_id or "?",
         event_type=message.type or "?",
