@@ -86,7 +86,9 @@ async def take_all(
     return messages
 
 
-async def list_dead_letters(settings: AmqpSettings, queues: ConsumerQueues, limit: int) -> list[DeadLetter]:
+async def list_dead_letters(
+    settings: AmqpSettings, queues: ConsumerQueues, limit: int
+) -> list[DeadLetter]:
     async with dead_letter_channel(settings) as channel:
         return [describe(m) for m in await take_all(channel, queues.dead_letter, limit)]
 
@@ -113,7 +115,10 @@ async def replay(
                 timestamp=message.timestamp,
             )
             await publish_confirmed(
-                channel.default_exchange, copy, queues.main, timeout=settings.publish_timeout_seconds
+                channel.default_exchange,
+                copy,
+                queues.main,
+                timeout=settings.publish_timeout_seconds,
             )
             await message.ack()
             replayed.append(message.message_id or "?")

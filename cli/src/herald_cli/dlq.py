@@ -14,9 +14,13 @@ from herald_cli.database import with_connection
 from herald_shared.messaging.topology import ConsumerQueues, consumer_queues
 from herald_shared.settings import AmqpSettings, ConsumerSettings
 
-app = typer.Typer(help="Dead-letter queues: see why events failed, and send them back.", no_args_is_help=True)
+app = typer.Typer(
+    help="Dead-letter queues: see why events failed, and send them back.", no_args_is_help=True
+)
 
-Consumer = Annotated[str, typer.Argument(help="The consuming service, e.g. worker or cache-invalidator.")]
+Consumer = Annotated[
+    str, typer.Argument(help="The consuming service, e.g. worker or cache-invalidator.")
+]
 Limit = Annotated[int, typer.Option(min=1, help="Look at no more than this many dead letters.")]
 
 

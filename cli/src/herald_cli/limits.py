@@ -44,6 +44,5 @@ def list_() -> None:
     overrides = with_connection(accounts.list_limits)
     typer.echo(f"{'ACCOUNT':<24} {'READ':>8} {'WRITE':>8}")
     for o in overrides:
-        typer.echo(
-            f"{o.account_name[:24]:<24} {o.read_per_window or '-':>8} {o.write_per_window or '-':>8}"
-        )
+        read, write = o.read_per_window or "-", o.write_per_window or "-"
+        typer.echo(f"{o.account_name[:24]:<24} {read:>8} {write:>8}")

@@ -53,6 +53,4 @@ def show_status() -> None:
             "-" if v is None else str(v) for v in (q.ready, q.retrying, q.dead_letters, q.consumers)
         ]
         typer.echo(f"{q.queue:<36} {cells[0]:>7} {cells[1]:>9} {cells[2]:>6} {cells[3]:>10}")
-    typer.echo(
-        f"\noutbox: {outbox.unpublished} unpublished, oldest {_age(outbox.oldest_age)}"
-    )
+    typer.echo(f"\noutbox: {outbox.unpublished} unpublished, oldest {_age(outbox.oldest_age)}")

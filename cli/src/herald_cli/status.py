@@ -43,7 +43,9 @@ async def _depth(connection: aio_pika.abc.AbstractConnection, name: str) -> tupl
     return result.message_count or 0, result.consumer_count or 0
 
 
-async def queue_status(settings: AmqpSettings, consumers: list[str] | None = None) -> list[QueueStatus]:
+async def queue_status(
+    settings: AmqpSettings, consumers: list[str] | None = None
+) -> list[QueueStatus]:
     retry_delays = ConsumerSettings().retry_delays_seconds
     connection = await aio_pika.connect(
         settings.url.get_secret_value(), timeout=settings.connect_timeout_seconds
@@ -77,7 +79,8 @@ async def queue_status(settings: AmqpSettings, consumers: list[str] | None = Non
 
 async def outbox_status(conn: Connection) -> OutboxStatus:
     row = await conn.fetchrow(
-        "SELECT count(*) AS n, now() - min(created_at) AS age FROM outbox WHERE published_at IS NULL"
+        "SELECT count(*) AS n, now() - min(created_at) AS age "
+        "FROM outbox WHERE published_at IS NULL"
     )
     assert row is not None
     return OutboxStatus(unpublished=row["n"], oldest_age=row["age"])

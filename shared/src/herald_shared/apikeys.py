@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
-TOKEN_PREFIX = "hrld"
+TOKEN_PREFIX = "hrld"  # noqa: S105 - a public marker, not a secret
 _KEY_ID_BYTES = 6
 _SECRET_BYTES = 32
 _TOKEN_RE = re.compile(r"hrld_([A-Za-z0-9]{8,16})_([A-Za-z0-9_-]{40,64})")

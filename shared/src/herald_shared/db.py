@@ -15,10 +15,11 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
+from herald_shared.settings import DatabaseSettings
+
 #: A connection as handlers and repositories receive it: direct, or borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
 
-from herald_shared.settings import DatabaseSettings
 
 #: Errors meaning "the database cannot be reached right now" rather than "the query is wrong".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (

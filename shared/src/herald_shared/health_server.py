@@ -43,8 +43,9 @@ async def serve_health(
                 reply = _response("200 OK", b"ok\n")
             elif path == "/readyz":
                 ok = await ready()
-                reply = _response("200 OK" if ok else "503 Service Unavailable",
-                                  b"ok\n" if ok else b"not ready\n")
+                reply = _response(
+                    "200 OK" if ok else "503 Service Unavailable", b"ok\n" if ok else b"not ready\n"
+                )
             elif path == "/metrics":
                 await refresh_metrics()
                 reply = _response("200 OK", generate_latest(REGISTRY), CONTENT_TYPE_LATEST)

@@ -24,9 +24,7 @@ CACHE_LOOKUPS = Counter("herald_cache_lookups_total", "Post cache lookups.", ["r
 RATE_LIMIT_DECISIONS = Counter(
     "herald_rate_limit_decisions_total", "Rate-limit decisions.", ["bucket", "decision"]
 )
-OUTBOX_BACKLOG = Gauge(
-    "herald_outbox_backlog", "Unpublished outbox rows.", multiprocess_mode="max"
-)
+OUTBOX_BACKLOG = Gauge("herald_outbox_backlog", "Unpublished outbox rows.", multiprocess_mode="max")
 OUTBOX_OLDEST_SECONDS = Gauge(
     "herald_outbox_oldest_unpublished_seconds",
     "Age of the oldest unpublished outbox row.",

@@ -14,7 +14,8 @@ async def enqueue_event(
     envelope: EventEnvelope,
     trace_headers: Mapping[str, str] | None = None,
 ) -> None:
-    """Insert the event into the outbox; it is published only if the caller's transaction commits."""
+    """Insert the event into the outbox: it is published only if the caller's transaction
+    commits."""
     await conn.execute(
         """
         INSERT INTO outbox (event_id, event_type, aggregate_id, aggregate_version, payload, headers)

@@ -23,11 +23,11 @@ from typing import Any
 import aio_pika
 import asyncpg
 import structlog
+from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
 from herald_shared.db import Connection
 from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
@@ -220,7 +220,11 @@ class OutboxRelay:
         )
 
 
-async def _publish_traced(exchange: AbstractExchange, row: asyncpg.Record, timeout: float) -> None:
+async def _publish_traced(
+    exchange: AbstractExchange,
+    row: asyncpg.Record,
+    timeout: float,  # noqa: ASYNC109 - passed on to publish_confirmed's deadline
+) -> None:
     """Publish one row inside the trace of the request that wrote it."""
     message = _message(row)
     # A fresh context: the request's, not the relay loop's (where instrumentation is off).

@@ -91,7 +91,7 @@ class AmqpSettings(BaseSettings):
     namespace: str = Field(
         default="herald",
         pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
-        description="Prefix of every exchange and queue, so deployments and test runs never collide.",
+        description="Prefix of every exchange and queue: deployments and test runs never collide.",
     )
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -118,7 +118,9 @@ class ConsumerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HERALD_CONSUMER_", extra="ignore")
 
-    concurrency: int = Field(default=16, ge=1, le=1000, description="Handlers in flight per process.")
+    concurrency: int = Field(
+        default=16, ge=1, le=1000, description="Handlers in flight per process."
+    )
     prefetch: int = Field(default=32, ge=1, le=10000, description="Unacked messages per process.")
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     handler_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -128,7 +130,10 @@ class ConsumerSettings(BaseSettings):
     retry_delays_seconds: list[float] = Field(
         default=[1.0, 5.0, 30.0, 120.0, 600.0],
         min_length=1,
-        description="Backoff of the retry queues, one queue per step; the message dead-letters after the last.",
+        description=(
+            "Backoff of the retry queues, one queue per step; "
+            "the message dead-letters after the last."
+        ),
     )
     pause_seconds: float = Field(
         default=5.0, gt=0, description="Pause after a handler reports a dependency down."
@@ -187,7 +192,8 @@ class RateLimitSettings(BaseSettings):
     write_per_window: int = Field(default=120, ge=1)
     anonymous_per_window: int = Field(default=60, ge=1)
     fail_closed: bool = Field(
-        default=False, description="Refuse requests (503) instead of allowing them when Redis is down."
+        default=False,
+        description="Refuse requests (503) instead of allowing them when Redis is down.",
     )
 
 

@@ -29,8 +29,10 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
         "end_ns": span.end_time,
         "status": span.status.status_code.name,
         "status_description": span.status.description,
-        "attributes": {k: v if isinstance(v, str | int | float | bool) else str(v)
-                       for k, v in (span.attributes or {}).items()},
+        "attributes": {
+            k: v if isinstance(v, str | int | float | bool) else str(v)
+            for k, v in (span.attributes or {}).items()
+        },
         "events": [
             {"name": e.name, "attributes": {k: str(v) for k, v in (e.attributes or {}).items()}}
             for e in span.events

@@ -81,7 +81,9 @@ def bearer_token(authorization: str | None) -> str:
         raise AuthenticationError("An API key is required: Authorization: Bearer <key>.", None)
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationError("Use the Bearer scheme: Authorization: Bearer <key>.", "invalid_request")
+        raise AuthenticationError(
+            "Use the Bearer scheme: Authorization: Bearer <key>.", "invalid_request"
+        )
     return token.strip()
 
 

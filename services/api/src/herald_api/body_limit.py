@@ -22,9 +22,7 @@ class BodyLimitMiddleware:
         self.max_body_bytes = max_body_bytes
 
     def _too_large(self) -> HTTPException:
-        return HTTPException(
-            413, f"The request body is larger than {self.max_body_bytes} bytes."
-        )
+        return HTTPException(413, f"The request body is larger than {self.max_body_bytes} bytes.")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -88,7 +88,9 @@ class PostOut(BaseModel):
     body: str
     tags: list[str]
     status: Status
-    version: int = Field(description="Increases by one with every change; the ETag is built from it.")
+    version: int = Field(
+        description="Increases by one with every change; the ETag is built from it."
+    )
     created_at: datetime
     updated_at: datetime
     published_at: datetime | None

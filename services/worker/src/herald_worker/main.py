@@ -10,12 +10,12 @@ import uvloop
 
 from herald_shared.cleanup import cleanup_jobs
 from herald_shared.logs import configure_logging
-from herald_shared.telemetry import configure_tracing
 from herald_shared.messaging.consumer import Consumer
 from herald_shared.messaging.options import Concurrency, Grace, Prefetch, with_overrides
 from herald_shared.messaging.service import Background, serve
 from herald_shared.periodic import run_periodic_jobs
 from herald_shared.relay import OutboxRelay, relay_until
+from herald_shared.telemetry import configure_tracing
 from herald_worker.deps import create_deps
 from herald_worker.handlers import handler_table
 from herald_worker.settings import Settings

@@ -7,7 +7,7 @@ import re
 
 WORDS_PER_MINUTE = 200
 EXCERPT_CHARS = 200
-_WORD = re.compile(r"\w+(?:['’-]\w+)*")
+_WORD = re.compile(r"\w+(?:['\u2019-]\w+)*")  # "don't", "don\u2019t" and "co-op" are one word
 _SPACE = re.compile(r"\s+")
 
 

@@ -26,15 +26,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.trace import Status, StatusCode
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
 )
+from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.trace import Status, StatusCode
 from pydantic import ValidationError
 
 from herald_shared.db import UNAVAILABLE_ERRORS, Database
@@ -94,7 +94,10 @@ class Consumer:
             raise ValueError("handlers that use the inbox need a database")
         self.name = name
         self.queues: ConsumerQueues = consumer_queues(
-            amqp.namespace, name, retry_delays=settings.retry_delays_seconds, quorum=amqp.quorum_queues
+            amqp.namespace,
+            name,
+            retry_delays=settings.retry_delays_seconds,
+            quorum=amqp.quorum_queues,
         )
         self._handlers: dict[str, list[HandlerSpec]] = {}
         for spec in handlers:
@@ -250,7 +253,9 @@ class Consumer:
             ) as span,
         ):
             started = time.perf_counter()
-            outcome = await self._dispatch(message, specs, envelope, attempt, previous_attempts, log)
+            outcome = await self._dispatch(
+                message, specs, envelope, attempt, previous_attempts, log
+            )
             span.set_attribute("herald.outcome", outcome)
             log.info(
                 "event handled",
@@ -300,16 +305,16 @@ class Consumer:
             await self._republish(message, self.queues.retry(attempt - 1), headers)
             return "retried"
         finally:
-            HANDLER_SECONDS.labels(self.name, envelope.type).observe(
-                time.perf_counter() - started
-            )
+            HANDLER_SECONDS.labels(self.name, envelope.type).observe(time.perf_counter() - started)
         await message.ack()
         return "ok"
 
     async def _invoke(
         self, specs: list[HandlerSpec], envelope: EventEnvelope, attempt: int
     ) -> None:
-        timeout = max(spec.timeout_seconds or self._settings.handler_timeout_seconds for spec in specs)
+        timeout = max(
+            spec.timeout_seconds or self._settings.handler_timeout_seconds for spec in specs
+        )
         async with asyncio.timeout(timeout):
             if not any(spec.uses_inbox for spec in specs):
                 delivery = Delivery(self.name, envelope.id, attempt, None)

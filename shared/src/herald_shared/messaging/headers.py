@@ -17,8 +17,16 @@ LAST_FAILURE = "x-herald-last-failure-at"
 
 _MAX_ERROR_CHARS = 1000
 #: Broker bookkeeping that must not be copied onto a re-published message.
-_DROPPED = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
-            "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
+_DROPPED = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+)
 
 
 def attempts_of(message: AbstractIncomingMessage) -> int:

@@ -8,9 +8,7 @@ import typer
 
 from herald_shared.settings import ConsumerSettings
 
-Concurrency = Annotated[
-    int | None, typer.Option(min=1, help="Handlers in flight in this process.")
-]
+Concurrency = Annotated[int | None, typer.Option(min=1, help="Handlers in flight in this process.")]
 Prefetch = Annotated[
     int | None, typer.Option(min=1, help="Messages the broker sends ahead (>= concurrency).")
 ]

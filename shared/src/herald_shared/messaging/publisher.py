@@ -51,7 +51,7 @@ async def publish_confirmed(
     message: aio_pika.Message,
     routing_key: str,
     *,
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109 - applied with asyncio.timeout below, over reconnects too
 ) -> None:
     """Publish and wait for the broker's confirm, within ``timeout`` overall.
 

@@ -47,7 +47,9 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(consumer.run(stop), name=f"consumer:{consumer.name}")]
-    tasks += [asyncio.create_task(job(stop), name=f"background:{i}") for i, job in enumerate(background)]
+    tasks += [
+        asyncio.create_task(job(stop), name=f"background:{i}") for i, job in enumerate(background)
+    ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if not stop.is_set():

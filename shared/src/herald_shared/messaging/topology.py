@@ -107,9 +107,7 @@ def consumer_queues(
     )
 
 
-async def declare_all(
-    channel: AbstractChannel, namespace: str, *, quorum: bool = True
-) -> None:
+async def declare_all(channel: AbstractChannel, namespace: str, *, quorum: bool = True) -> None:
     """Declare the exchange and every known consumer's queues (with default retry delays)."""
     await declare_exchange(channel, namespace)
     for consumer in SUBSCRIPTIONS:

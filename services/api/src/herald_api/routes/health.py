@@ -29,7 +29,9 @@ async def readyz(state: StateDep) -> JSONResponse:
             revision = await current_revision(conn)
         checks["database"] = "ok"
         checks["schema"] = (
-            "ok" if revision == state.schema_head else f"at {revision}, expected {state.schema_head}"
+            "ok"
+            if revision == state.schema_head
+            else f"at {revision}, expected {state.schema_head}"
         )
     except UNAVAILABLE_ERRORS as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"

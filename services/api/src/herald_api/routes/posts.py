@@ -49,8 +49,8 @@ from herald_api.schemas import (
     PostPatch,
 )
 from herald_shared.cache import decode_entry, version_of
-from herald_shared.metrics import CACHE_LOOKUPS
 from herald_shared.events import EventEnvelope, PostCreated, PostDeleted, PostUpdated
+from herald_shared.metrics import CACHE_LOOKUPS
 from herald_shared.outbox import enqueue_event
 from herald_shared.tracecontext import current_trace_headers
 
@@ -170,7 +170,10 @@ async def create_post(
     "/{post_id}",
     response_model=PostOut,
     summary="Read a post",
-    responses={304: {"description": "Not modified (If-None-Match)"}, **problem_responses(400, 401, 404, 422, 429, 503)},
+    responses={
+        304: {"description": "Not modified (If-None-Match)"},
+        **problem_responses(400, 401, 404, 422, 429, 503),
+    },
 )
 async def read_post(
     post_id: uuid.UUID,
@@ -231,9 +234,7 @@ async def patch_post(
         else:
             row = await update_post(conn, post_id, changes)
             event = EventEnvelope.wrap(
-                PostUpdated.model_validate(
-                    _snapshot(row) | {"previous_status": current["status"]}
-                ),
+                PostUpdated.model_validate(_snapshot(row) | {"previous_status": current["status"]}),
                 aggregate_id=post_id,
                 aggregate_version=row["version"],
             )

@@ -38,7 +38,8 @@ _UPGRADE = """
             created_at            timestamptz NOT NULL DEFAULT now(),
             updated_at            timestamptz NOT NULL DEFAULT now()
         );
-        CREATE INDEX webhooks_account_created_idx ON webhooks (account_id, created_at DESC, id DESC);
+        CREATE INDEX webhooks_account_created_idx
+            ON webhooks (account_id, created_at DESC, id DESC);
 
         CREATE TABLE webhook_deliveries (
             id                uuid PRIMARY KEY,
