@@ -10,6 +10,7 @@ failure degrades to reading PostgreSQL; it never fails the request.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 import asyncpg
 import structlog
@@ -23,8 +24,6 @@ from herald_shared.resilience import BreakerOpenError
 
 _log = structlog.get_logger(__name__)
 _CACHE_FAILURES: tuple[type[BaseException], ...] = (BreakerOpenError, *REDIS_ERRORS)
-#: Extra reads when a fill is refused as stale (a replica may still lag behind the primary).
-_STALE_REREADS = 2
 
 
 def post_json(row: asyncpg.Record) -> bytes:
@@ -57,24 +56,40 @@ async def get_cached(state: AppState, post_id: uuid.UUID) -> CachedPost | None:
     return decode_entry(raw) if isinstance(raw, bytes) else None
 
 
-async def load_post(state: AppState, post_id: uuid.UUID) -> CachedPost | None:
-    """Read the post from PostgreSQL (one read per process for concurrent misses) and fill."""
+@dataclass(frozen=True, slots=True)
+class _LoadedPost(CachedPost):
+    #: The cache took it: it was still current after every caller of the load had arrived.
+    confirmed: bool = False
 
-    async def load() -> CachedPost | None:
-        # A refused fill means a newer revision was committed and invalidated while we read.
-        # Callers may have joined this load after that invalidation: read again, so that none
-        # of them is handed the older row.
-        for _ in range(1 + _STALE_REREADS):
+
+async def load_post(state: AppState, post_id: uuid.UUID) -> CachedPost | None:
+    """Read the post from PostgreSQL (one read per process for concurrent misses) and fill.
+
+    A caller that joined a load someone else started may have arrived after an invalidation
+    that the load's read predates. Unless the load's fill was accepted (which proves the row
+    was current when every joined caller had arrived), a joined caller reads again, in a load
+    that starts after it arrived. At most two loads per caller, still shared.
+    """
+    for _ in range(2):
+        started_here = False
+
+        async def load() -> CachedPost | None:
+            nonlocal started_here
+            started_here = True
             async with state.db.reader() as conn:
                 row = await fetch_post(conn, post_id)
             if row is None:
                 return None
             entry = entry_of(row)
-            if await fill(state, post_id, entry) is not False:
-                break
-        return entry
+            stored = await fill(state, post_id, entry)
+            return _LoadedPost(
+                entry.version, entry.status, entry.author_id, entry.body, confirmed=stored is True
+            )
 
-    return await state.post_reads.run(post_id, load)
+        entry = await state.post_reads.run(post_id, load)
+        if started_here or (isinstance(entry, _LoadedPost) and entry.confirmed):
+            break
+    return entry
 
 
 async def fill(state: AppState, post_id: uuid.UUID, entry: CachedPost) -> bool | None:

@@ -1,0 +1,251 @@
+"""Redis going away and coming back, seen through a TCP proxy (the shared Redis is untouched).
+
+The API degrades to PostgreSQL and keeps answering; its breaker opens after the configured
+failures, is reported by /readyz, and closes again on its own through a half-open probe. The
+cache-invalidator does not lose the invalidations it could not apply during the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from herald_api.settings import Settings
+from herald_shared.settings import AmqpSettings, CacheSettings, RateLimitSettings, RedisSettings
+from tests.conftest import ApiKey, MakeKey
+from tests.integration.cache.helpers import (
+    BrokerView,
+    RunningApi,
+    create_published,
+    running_api,
+    running_invalidator,
+    version_of,
+)
+from tests.support.http import assert_problem
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until
+
+FAILURES = 3
+
+
+@pytest.fixture
+async def redis_proxy() -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy("127.0.0.1", 6379)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+def behind(
+    proxy: TcpProxy, settings: Settings, redis_prefix: str, **rate_limit: object
+) -> Settings:
+    return replace(
+        settings,
+        redis=RedisSettings(
+            url=f"redis://127.0.0.1:{proxy.port}/0",
+            key_prefix=redis_prefix,
+            breaker_failures=FAILURES,
+            breaker_reset_seconds=1,
+        ),
+        rate_limit=RateLimitSettings.model_validate(
+            {
+                "read_per_window": 1_000_000,
+                "write_per_window": 1_000_000,
+                "anonymous_per_window": 1_000_000,
+            }
+            | rate_limit
+        ),
+    )
+
+
+async def breaker_state(http: httpx.AsyncClient) -> str:
+    response = await http.get("/readyz")
+    assert response.status_code == 200, response.text
+    state: str = response.json()["dependencies"]["redis_breaker"]
+    return state
+
+
+async def read(api: RunningApi, key: ApiKey, url: str) -> httpx.Response:
+    response = await api.http.get(url, headers=key.headers)
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def test_the_api_serves_from_postgres_while_redis_is_away_and_recovers_on_its_own(
+    settings: Settings, redis_prefix: str, make_key: MakeKey, redis_proxy: TcpProxy
+) -> None:
+    key = await make_key()
+    async with running_api(behind(redis_proxy, settings, redis_prefix)) as api:
+        post = await create_published(api.http, key, title="Survivor")
+        url = f"/v1/posts/{post['id']}"
+        assert (await read(api, key, url)).headers["X-Cache"] == "miss"
+        cached = await read(api, key, url)
+        assert cached.headers["X-Cache"] == "hit"
+        assert "RateLimit-Remaining" in cached.headers
+        assert await breaker_state(api.http) == "closed"
+
+        redis_proxy.cut()
+        # Each read makes two Redis calls (rate limit + fill) until the breaker opens.
+        states = []
+        for _ in range(4):
+            response = await read(api, key, url)
+            assert response.headers["X-Cache"] == "miss"
+            assert response.content == cached.content
+            assert response.headers["ETag"] == cached.headers["ETag"]
+            # The rate limit failed open: the limit is announced, nothing is counted.
+            assert response.headers["RateLimit-Limit"] == "1000000"
+            assert "RateLimit-Remaining" not in response.headers
+            states.append(await breaker_state(api.http))
+        assert states == ["closed", "open", "open", "open"]
+
+        # Many readers at once, and every kind of write: no 5xx.
+        burst = await asyncio.gather(*(api.http.get(url, headers=key.headers) for _ in range(20)))
+        assert {r.status_code for r in burst} == {200}
+        other = await create_published(api.http, key, title="Written during the outage")
+        other_url = f"/v1/posts/{other['id']}"
+        patched = await api.http.patch(other_url, json={"title": "Changed"}, headers=key.headers)
+        assert patched.status_code == 200, patched.text
+        changed = await read(api, key, other_url)
+        assert (changed.json()["title"], changed.headers["ETag"]) == ("Changed", '"2"')
+        listed = await api.http.get("/v1/posts", headers=key.headers)
+        assert listed.status_code == 200
+        gone = await create_published(api.http, key)
+        deleted = await api.http.delete(f"/v1/posts/{gone['id']}", headers=key.headers)
+        assert deleted.status_code == 204
+        assert_problem(await api.http.get(f"/v1/posts/{gone['id']}", headers=key.headers), 404)
+        assert await breaker_state(api.http) == "open"
+
+        redis_proxy.restore()
+
+        async def closed_again() -> bool:
+            await read(api, key, url)  # traffic carries the half-open probe
+            return await breaker_state(api.http) == "closed"
+
+        await wait_until(closed_again, seconds=10, interval=0.1, message="the breaker stayed open")
+
+        async def caching_again() -> bool:
+            return (await read(api, key, other_url)).headers["X-Cache"] == "hit"
+
+        await wait_until(caching_again, seconds=5, message="caching did not resume")
+        back = await read(api, key, other_url)
+        assert back.json()["title"] == "Changed"
+        assert "RateLimit-Remaining" in back.headers
+
+
+async def test_a_fail_closed_limiter_answers_503_while_redis_is_away(
+    settings: Settings, redis_prefix: str, make_key: MakeKey, redis_proxy: TcpProxy
+) -> None:
+    key = await make_key()
+    fail_closed = behind(redis_proxy, settings, redis_prefix, fail_closed=True)
+    async with running_api(fail_closed) as api:
+        post = await create_published(api.http, key)
+        url = f"/v1/posts/{post['id']}"
+        assert (await api.http.get(url, headers=key.headers)).status_code == 200
+
+        redis_proxy.cut()
+        for _ in range(FAILURES + 2):  # failing calls, then an open breaker: the same answer
+            refused = await api.http.get(url, headers=key.headers)
+            assert_problem(refused, 503)
+            assert int(refused.headers["Retry-After"]) > 0
+        written = await api.http.patch(url, json={"title": "No"}, headers=key.headers)
+        assert_problem(written, 503)
+        assert await breaker_state(api.http) == "open"
+
+        redis_proxy.restore()
+
+        async def served() -> bool:
+            return (await api.http.get(url, headers=key.headers)).status_code == 200
+
+        await wait_until(served, seconds=10, interval=0.1, message="requests stayed refused")
+        assert await breaker_state(api.http) == "closed"
+        unchanged = await api.http.get(url, headers=key.headers)
+        assert unchanged.json()["title"] == post["title"]
+
+
+async def test_the_invalidator_applies_what_it_missed_once_redis_is_back(
+    settings: Settings,
+    redis_prefix: str,
+    make_key: MakeKey,
+    redis_proxy: TcpProxy,
+    amqp_settings: AmqpSettings,
+    tmp_path: Path,
+) -> None:
+    """The API (on the real Redis, ``invalidate_on_write=False``) caches five posts; the
+    invalidator reaches Redis only through the proxy. While it is cut, every post is changed:
+    the invalidator gets the events but cannot apply them, and the stale entries stay. Once
+    Redis is reachable again the entries go within a deadline, the queues drain, and nothing
+    was dead-lettered: no event was acknowledged without being applied."""
+    api_settings = replace(settings, cache=CacheSettings(invalidate_on_write=False))
+    async with (
+        BrokerView.open(amqp_settings) as broker,
+        running_api(api_settings) as api,
+        running_invalidator(
+            broker,
+            amqp_settings,
+            redis_url=f"redis://127.0.0.1:{redis_proxy.port}/0",
+            redis_prefix=redis_prefix,
+            log_dir=tmp_path,
+            env={
+                "HERALD_REDIS_BREAKER_FAILURES": str(FAILURES),
+                "HERALD_REDIS_BREAKER_RESET_SECONDS": "0.5",
+            },
+        ) as invalidator,
+    ):
+        key = await make_key()
+        urls = [f"/v1/posts/{(await create_published(api.http, key))['id']}" for _ in range(5)]
+        await broker.wait_drained()
+        for url in urls:
+            await wait_cached(api, key, url, 1)
+        dead_before = await broker.dead_letters()
+
+        redis_proxy.cut()
+        for url in urls:
+            response = await api.http.patch(url, json={"title": "v2"}, headers=key.headers)
+            assert response.status_code == 200, response.text
+
+        def opened() -> int:
+            return sum(
+                1
+                for record in invalidator.log_lines()
+                if record.get("event") == "breaker state changed" and record.get("new") == "open"
+            )
+
+        async def probes_failed() -> bool:
+            invalidator.check_running()
+            return opened() >= 3
+
+        # The breaker tripped, and two half-open probes failed after it.
+        await wait_until(probes_failed, seconds=20, message="the invalidator never tried Redis")
+        for url in urls:
+            stale = await read(api, key, url)
+            assert (stale.headers["X-Cache"], version_of(stale)) == ("hit", 1)
+
+        redis_proxy.restore()
+
+        async def all_fresh() -> bool:
+            for url in urls:
+                if version_of(await read(api, key, url)) != 2:
+                    return False
+            return True
+
+        await wait_until(all_fresh, seconds=20, message="the stale entries were never removed")
+        await broker.wait_drained()
+        assert await broker.dead_letters() == dead_before, invalidator.log_tail()
+        assert await invalidator.stop() == 0, invalidator.log_tail()
+        # With the invalidator gone, nothing it held unacknowledged comes back either.
+        assert await broker.waiting() == 0
+
+
+async def wait_cached(api: RunningApi, key: ApiKey, url: str, version: int) -> None:
+    async def cached() -> bool:
+        response = await read(api, key, url)
+        return response.headers["X-Cache"] == "hit" and version_of(response) == version
+
+    await wait_until(cached, seconds=10, interval=0.01, message=f"{url} was never cached")
