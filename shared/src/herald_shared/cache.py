@@ -9,8 +9,11 @@ can never disagree. Per post there are two keys:
   older revision is refused atomically, so a slow reader can never resurrect data that an
   invalidation already removed. (A revision orders edits and enrichments: see ``revision``.)
 
-First list pages are cached under ``lists:{n}:…`` where ``n`` is a namespace version that every
-post change bumps: old pages are simply never read again and expire.
+First list pages that look the same to every viewer (published posts, any author/tag filter)
+are cached too, under ``lists:page:{query}``. Every post change bumps the list generation
+``lists:gen`` and deletes the pages recorded in ``lists:index``; a page read before that bump is
+refused when it tries to fill. All list keys share the ``{lists}`` hash tag, so a cluster keeps
+them in one slot.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 
-# KEYS[1] entry, KEYS[2] invalidated version, KEYS[3] list namespace version;
-# ARGV: version, tombstone ttl ms. Returns the list namespace version after the bump.
+# KEYS[1] entry, KEYS[2] invalidated version, KEYS[3] list generation, KEYS[4] list page index;
+# ARGV: version, tombstone ttl ms. Returns the list generation after the bump.
 _INVALIDATE = """
 local invalidated = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[1]) > invalidated then
@@ -46,7 +49,22 @@ else
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 redis.call('DEL', KEYS[1])
+local pages = redis.call('SMEMBERS', KEYS[4])
+for i = 1, #pages, 500 do
+  redis.call('DEL', unpack(pages, i, math.min(i + 499, #pages)))
+end
+redis.call('DEL', KEYS[4])
 return redis.call('INCR', KEYS[3])
+"""
+
+# KEYS[1] page, KEYS[2] list generation, KEYS[3] list page index;
+# ARGV: generation when the page was read, page bytes, ttl ms.
+_FILL_LIST = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[3], KEYS[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return 1
 """
 
 
@@ -79,12 +97,15 @@ class CacheKeys:
     def post_invalidated(self, post_id: uuid.UUID) -> str:
         return f"{self.prefix}post:{post_id}:inv"
 
-    def list_namespace(self) -> str:
-        return f"{self.prefix}lists:ns"
+    def list_generation(self) -> str:
+        return f"{self.prefix}{{lists}}:gen"
 
-    def list_page_prefix(self) -> str:
-        """Pages live at ``{this}{namespace version}:{query fingerprint}``."""
-        return f"{self.prefix}lists:"
+    def list_index(self) -> str:
+        return f"{self.prefix}{{lists}}:index"
+
+    def list_page(self, query: str) -> str:
+        """The first page of the list query ``query`` (a fingerprint of filters and limit)."""
+        return f"{self.prefix}{{lists}}:page:{query}"
 
     def rate_limit(self, subject: str) -> str:
         return f"{self.prefix}rl:{subject}"
@@ -118,14 +139,22 @@ class PostCache:
     """Fill and invalidate post entries. Callers wrap calls in the Redis breaker."""
 
     def __init__(
-        self, client: redis.Redis, keys: CacheKeys, *, ttl_seconds: int, tombstone_ttl_seconds: int
+        self,
+        client: redis.Redis,
+        keys: CacheKeys,
+        *,
+        ttl_seconds: int,
+        tombstone_ttl_seconds: int,
+        list_ttl_seconds: int = 30,
     ) -> None:
         self.client = client
         self.keys = keys
         self._ttl_ms = ttl_seconds * 1000
+        self._list_ttl_ms = list_ttl_seconds * 1000
         self._tombstone_ms = tombstone_ttl_seconds * 1000
         self._fill = client.register_script(_FILL)
         self._invalidate = client.register_script(_INVALIDATE)
+        self._fill_list = client.register_script(_FILL_LIST)
 
     async def fill(self, post_id: uuid.UUID, entry: CachedPost) -> bool:
         """Store the entry unless an invalidation or a newer entry makes it stale."""
@@ -146,8 +175,22 @@ class PostCache:
             keys=[
                 self.keys.post(post_id),
                 self.keys.post_invalidated(post_id),
-                self.keys.list_namespace(),
+                self.keys.list_generation(),
+                self.keys.list_index(),
             ],
             args=[version, self._tombstone_ms],
         )
         return namespace
+
+    async def list_generation(self) -> bytes:
+        """Read before the database: a fill carrying an older generation is refused."""
+        generation = await self.client.get(self.keys.list_generation())
+        return generation if isinstance(generation, bytes) else b"0"
+
+    async def fill_list(self, page_key: str, generation: bytes, body: bytes) -> bool:
+        """Store a first page unless a post changed since ``generation`` was read."""
+        stored = await self._fill_list(
+            keys=[page_key, self.keys.list_generation(), self.keys.list_index()],
+            args=[generation, body, self._list_ttl_ms],
+        )
+        return bool(stored)

@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 import pybreaker
 import structlog
-from herald_shared.metrics import BREAKER_OPEN
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -31,6 +30,8 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+
+from herald_shared.metrics import BREAKER_OPEN
 
 T = TypeVar("T")
 _log = structlog.get_logger(__name__)
@@ -187,4 +188,3 @@ async def retry_transient(
         with attempt:
             return await operation()
     raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
-

@@ -15,8 +15,8 @@ from herald_api.auth import AuthenticationError, Principal, authenticate
 from herald_api.lifespan import AppState, StateDep
 from herald_api.problems import Problem
 from herald_api.ratelimit import LimitResult, RateLimitUnavailableError
-from herald_shared.metrics import RATE_LIMIT_DECISIONS
 from herald_api.request_context import add_response_headers, set_account_of
+from herald_shared.metrics import RATE_LIMIT_DECISIONS
 
 
 def apply_limit(request: Request, result: LimitResult, bucket: str) -> None:

@@ -94,6 +94,7 @@ def create_lifespan(
                     keys,
                     ttl_seconds=settings.cache.post_ttl_seconds,
                     tombstone_ttl_seconds=settings.cache.tombstone_ttl_seconds,
+                    list_ttl_seconds=settings.cache.list_ttl_seconds,
                 )
                 if settings.cache.enabled
                 else None

@@ -16,9 +16,9 @@ import asyncpg
 import structlog
 
 from herald_api.lifespan import AppState
-from herald_api.repositories import fetch_post, is_enriched
+from herald_api.repositories import ListQuery, fetch_post, is_enriched
 from herald_api.schemas import PostOut
-from herald_shared.cache import CachedPost, decode_entry, revision
+from herald_shared.cache import CachedPost, revision
 from herald_shared.redis_client import REDIS_ERRORS
 from herald_shared.resilience import BreakerOpenError
 
@@ -43,9 +43,8 @@ def cache_key(state: AppState, post_id: uuid.UUID) -> str | None:
     return state.cache.keys.post(post_id)
 
 
-async def get_cached(state: AppState, post_id: uuid.UUID) -> CachedPost | None:
+async def get_cached(state: AppState, key: str | None) -> bytes | None:
     """A plain cache lookup, for when rate limiting (which would fetch it for us) is off."""
-    key = cache_key(state, post_id)
     if state.cache is None or key is None:
         return None
     try:
@@ -53,7 +52,7 @@ async def get_cached(state: AppState, post_id: uuid.UUID) -> CachedPost | None:
             raw = await state.cache.client.get(key)
     except _CACHE_FAILURES:
         return None
-    return decode_entry(raw) if isinstance(raw, bytes) else None
+    return raw if isinstance(raw, bytes) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +118,41 @@ async def invalidate_after_write(state: AppState, post_id: uuid.UUID, version: i
             await state.cache.invalidate(post_id, revision(version, enriched=False))
     except _CACHE_FAILURES as exc:
         _log.debug("invalidation after write skipped", post_id=str(post_id), error=repr(exc))
+
+
+def list_page_key(state: AppState, query: ListQuery | None, fingerprint: str) -> str | None:
+    """The cache key of a first page every viewer sees alike, or None when not cacheable.
+
+    Only published posts qualify (any author or tag filter): a page that may hold drafts
+    depends on who asks.
+    """
+    if (
+        state.cache is None
+        or query is None
+        or query.after is not None
+        or query.status != "published"
+        or query.visible_to is not None
+        or state.redis_breaker.is_open
+    ):
+        return None
+    return state.cache.keys.list_page(f"{fingerprint}:{query.limit}")
+
+
+async def list_generation(state: AppState) -> bytes | None:
+    if state.cache is None:
+        return None
+    try:
+        async with state.redis_breaker.guard():
+            return await state.cache.list_generation()
+    except _CACHE_FAILURES:
+        return None
+
+
+async def fill_list_page(state: AppState, key: str, generation: bytes, body: bytes) -> None:
+    if state.cache is None:
+        return
+    try:
+        async with state.redis_breaker.guard():
+            await state.cache.fill_list(key, generation, body)
+    except _CACHE_FAILURES as exc:
+        _log.debug("list page fill skipped", error=repr(exc))

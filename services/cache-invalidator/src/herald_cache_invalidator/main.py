@@ -24,7 +24,11 @@ app = typer.Typer(add_completion=False)
 async def run(settings: Settings) -> None:
     async with create_deps(settings) as deps:
         consumer = Consumer(
-            CONSUMER_NAME, handler_table(deps), db=None, amqp=settings.amqp, settings=settings.consumer
+            CONSUMER_NAME,
+            handler_table(deps),
+            db=None,
+            amqp=settings.amqp,
+            settings=settings.consumer,
         )
         port = settings.consumer.health_port
         health = (settings.consumer.health_host, HEALTH_PORT if port is None else port)

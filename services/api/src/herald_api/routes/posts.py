@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from herald_api import idempotency
 from herald_api.auth import Principal
-from herald_api.dependencies import PrincipalDep, ReadPrincipal, WritePrincipal, read_limit, spend
+from herald_api.dependencies import PrincipalDep, WritePrincipal, read_limit, spend
 from herald_api.lifespan import AppState, StateDep
 from herald_api.listing import (
     PageParamsDep,
@@ -27,8 +27,11 @@ from herald_api.listing import (
 )
 from herald_api.post_reads import (
     cache_key,
+    fill_list_page,
     get_cached,
     invalidate_after_write,
+    list_generation,
+    list_page_key,
     load_post,
     post_json,
 )
@@ -182,6 +185,7 @@ async def read_post(
     principal: PrincipalDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
+    key = cache_key(state, post_id)
     # One Redis round trip: the read budget is spent and the cached entry fetched together.
     limit = await spend(
         request,
@@ -189,12 +193,10 @@ async def read_post(
         f"key:{principal.key_id}:r",
         read_limit(state, principal),
         bucket="read",
-        also_get=cache_key(state, post_id),
+        also_get=key,
     )
-    raw = limit.value if limit is not None else None
+    raw = limit.value if limit is not None else await get_cached(state, key)
     entry = decode_entry(raw) if raw is not None else None
-    if entry is None and limit is None:
-        entry = await get_cached(state, post_id)
     outcome = "hit"
     if entry is None:
         outcome = "miss"
@@ -279,13 +281,34 @@ async def remove_post(
     responses=problem_responses(400, 401, 422, 429, 503),
 )
 async def list_posts_page(
-    state: StateDep, principal: ReadPrincipal, params: PageParamsDep
+    request: Request, state: StateDep, principal: PrincipalDep, params: PageParamsDep
 ) -> Response:
     fingerprint = fingerprint_of(params)
     after = decode_cursor(state.cursors, params, fingerprint)
     query = visible_query(principal, params, after)
+    shared_page = list_page_key(state, query, fingerprint)
+    # One Redis round trip: the read budget is spent and a cached first page fetched together.
+    limit = await spend(
+        request,
+        state,
+        f"key:{principal.key_id}:r",
+        read_limit(state, principal),
+        bucket="read",
+        also_get=shared_page,
+    )
+    cached = limit.value if limit is not None else await get_cached(state, shared_page)
+    if cached is not None:
+        CACHE_LOOKUPS.labels("hit").inc()
+        return Response(cached, media_type=JSON, headers={"X-Cache": "hit"})
+    generation = await list_generation(state) if shared_page is not None else None
     rows: list[asyncpg.Record] = []
     if query is not None:
         async with state.db.reader() as conn:
             rows = await list_posts(conn, query)
-    return page_response(rows, params.limit, state.cursors, fingerprint, ranked=False)
+    response = page_response(rows, params.limit, state.cursors, fingerprint, ranked=False)
+    if shared_page is not None:
+        CACHE_LOOKUPS.labels("miss").inc()
+        response.headers["X-Cache"] = "miss"
+        if generation is not None:
+            await fill_list_page(state, shared_page, generation, bytes(response.body))
+    return response
