@@ -11,10 +11,10 @@ from herald_cache_invalidator.deps import create_deps
 from herald_cache_invalidator.handlers import handler_table
 from herald_cache_invalidator.settings import Settings
 from herald_shared.logs import configure_logging
-from herald_shared.telemetry import configure_tracing
 from herald_shared.messaging.consumer import Consumer
 from herald_shared.messaging.options import Concurrency, Grace, Prefetch, with_overrides
 from herald_shared.messaging.service import serve
+from herald_shared.telemetry import configure_tracing
 
 CONSUMER_NAME = "cache-invalidator"
 HEALTH_PORT = 9102
