@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
         assert version == "00"
         post_id = response.json()["id"]
 
-        wanted = {
+        wanted: dict[str, Callable[[dict[str, Any]], bool]] = {
             "server": lambda s: s["service"] == "herald-api" and s["name"] == "POST /v1/posts",
             "sql": lambda s: s["service"] == "herald-api" and s["name"].startswith("INSERT"),
             "publish": lambda s: s["name"] == "outbox publish post.created",
@@ -113,10 +114,10 @@ async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
         assert get.status_code == 200
 
     # Logs of all three services about this request carry its trace id; none has the key.
-    for service in (api, worker, invalidator):
-        lines = _log_lines(service)
-        assert any(line.get("trace_id") == trace_id for line in lines), service.label
-        assert key.token not in service.log_path.read_text(errors="replace"), service.label
+    for process in (api, worker, invalidator):
+        lines = _log_lines(process)
+        assert any(line.get("trace_id") == trace_id for line in lines), process.label
+        assert key.token not in process.log_path.read_text(errors="replace"), process.label
     access = [
         line
         for line in _log_lines(api)

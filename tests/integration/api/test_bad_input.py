@@ -26,7 +26,8 @@ class Case:
     json: Any = NO_JSON
     content: bytes | None = None
     params: dict[str, str] = field(default_factory=dict)
-    headers: dict[str, str | bytes] = field(default_factory=dict)
+    #: str values, or raw bytes for headers httpx would refuse to encode.
+    headers: dict[str, Any] = field(default_factory=dict)
     authenticated: bool = True
 
 
@@ -173,14 +174,18 @@ async def test_malformed_request_is_a_4xx_problem(
     tampered = f"{payload}.{mac[:-2]}{'AA' if mac[-2:] != 'AA' else 'BB'}"
     context = {"post_id": post["id"], "tag": tag, "cursor": cursor, "tampered": tampered}
 
-    headers = (key.headers if case.authenticated else {}) | case.headers
+    headers: dict[str, Any] = (key.headers if case.authenticated else {}) | case.headers
+    body: dict[str, Any] = {}
+    if case.json is not NO_JSON:
+        body["json"] = case.json
+    if case.content is not None:
+        body["content"] = case.content
     request = client.build_request(
         case.method,
         _fill(case.path, context),
         params={name: _fill(value, context) for name, value in case.params.items()},
         headers=headers,
-        **({"json": case.json} if case.json is not NO_JSON else {}),
-        **({"content": case.content} if case.content is not None else {}),
+        **body,
     )
     response = await client.send(request)
 

@@ -259,8 +259,7 @@ async def test_invalid_key_is_400_and_creates_nothing(
     client: httpx.AsyncClient, make_key: MakeKey, db_pool: asyncpg.Pool, header: str | bytes
 ) -> None:
     key = await make_key()
-    response = await client.post(
-        "/v1/posts", json=BODY, headers=key.headers | {"Idempotency-Key": header}
-    )
+    headers: dict[str, Any] = key.headers | {"Idempotency-Key": header}
+    response = await client.post("/v1/posts", json=BODY, headers=headers)
     assert assert_problem(response, 400)["type"] == "/problems/invalid-idempotency-key"
     assert await count_posts(db_pool, key.account_id) == 0

@@ -92,6 +92,7 @@ async def seeded() -> AsyncIterator[Seeded]:
                     "OFFSET $1 LIMIT 1",
                     DEEP_ROW,
                 )
+                assert deep is not None
             yield Seeded(
                 pool,
                 author=accounts[0]["id"],
@@ -190,6 +191,7 @@ async def test_the_seed_mixes_statuses_tags_and_authors(seeded: Seeded) -> None:
         seeded.tag,
         seeded.author,
     )
+    assert row is not None
     assert row["authors"] == ACCOUNTS
     assert 20_000 < row["drafts"] < 40_000
     assert 2_000 < row["tagged"] < 20_000

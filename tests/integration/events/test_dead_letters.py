@@ -19,7 +19,6 @@ from herald_shared.messaging.headers import (
     REASON,
 )
 from tests.integration.events.conftest import (
-    FAST_RETRY_DELAYS,
     Broker,
     Processes,
     effects,
@@ -27,6 +26,7 @@ from tests.integration.events.conftest import (
     run_cli,
     wait_for_effects,
 )
+from tests.support.services import FAST_RETRY_DELAYS
 
 ACTOR = "events-test"
 

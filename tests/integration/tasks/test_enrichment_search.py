@@ -124,7 +124,7 @@ async def test_search_ranks_title_matches_first_and_pages_with_a_cursor(
     await start_pipeline(processes)
     key = await make_key()
     word = f"quokka{uuid.uuid4().hex[:8]}"
-    bodies = [
+    bodies: list[dict[str, Any]] = [
         {"title": f"All about the {word}", "body": "A small marsupial."},
         {"title": "Island fauna", "body": f"Among others, the {word}."},
         {"title": "Tagged", "body": f"Mentions {word} once.", "tags": ["misc"]},
