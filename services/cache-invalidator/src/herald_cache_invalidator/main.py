@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import typer
-import uvloop
 
 from herald_cache_invalidator.deps import create_deps
 from herald_cache_invalidator.handlers import handler_table
 from herald_cache_invalidator.settings import Settings
-from herald_shared.logs import configure_logging
 from herald_shared.messaging.consumer import Consumer
-from herald_shared.messaging.options import Concurrency, Grace, Prefetch, with_overrides
+from herald_shared.messaging.options import (
+    Concurrency,
+    Grace,
+    Prefetch,
+    health_address,
+    start_service,
+)
 from herald_shared.messaging.service import serve
-from herald_shared.telemetry import configure_tracing
 
 CONSUMER_NAME = "cache-invalidator"
 HEALTH_PORT = 9102
@@ -30,19 +31,17 @@ async def run(settings: Settings) -> None:
             amqp=settings.amqp,
             settings=settings.consumer,
         )
-        port = settings.consumer.health_port
-        health = (settings.consumer.health_host, HEALTH_PORT if port is None else port)
-        await serve(consumer, health=health)
+        await serve(consumer, health=health_address(settings.consumer, HEALTH_PORT))
 
 
 @app.command()
 def main(concurrency: Concurrency = None, prefetch: Prefetch = None, grace: Grace = None) -> None:
     """Run a cache-invalidator process."""
-    settings = Settings()
-    consumer = with_overrides(
-        settings.consumer, concurrency=concurrency, prefetch=prefetch, grace=grace
+    start_service(
+        "herald-cache-invalidator",
+        Settings(),
+        run,
+        concurrency=concurrency,
+        prefetch=prefetch,
+        grace=grace,
     )
-    settings = dataclasses.replace(settings, consumer=consumer)
-    configure_logging("herald-cache-invalidator", settings.log)
-    configure_tracing("herald-cache-invalidator", settings.telemetry)
-    uvloop.run(run(settings))

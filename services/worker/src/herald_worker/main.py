@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 
 import typer
-import uvloop
 
 from herald_shared.cleanup import cleanup_jobs
-from herald_shared.logs import configure_logging
 from herald_shared.messaging.consumer import Consumer
-from herald_shared.messaging.options import Concurrency, Grace, Prefetch, with_overrides
+from herald_shared.messaging.options import (
+    Concurrency,
+    Grace,
+    Prefetch,
+    health_address,
+    start_service,
+)
 from herald_shared.messaging.service import Background, serve
 from herald_shared.periodic import run_periodic_jobs
 from herald_shared.relay import OutboxRelay, relay_until
-from herald_shared.telemetry import configure_tracing
 from herald_worker.deps import create_deps
 from herald_worker.handlers import handler_table
 from herald_worker.settings import Settings
@@ -49,19 +51,12 @@ async def run(settings: Settings) -> None:
             background.append(
                 lambda stop: run_periodic_jobs(deps.db.primary, jobs, stop, tick=tick)
             )
-        port = settings.consumer.health_port
-        health = (settings.consumer.health_host, HEALTH_PORT if port is None else port)
-        await serve(consumer, background, health=health)
+        await serve(consumer, background, health=health_address(settings.consumer, HEALTH_PORT))
 
 
 @app.command()
 def main(concurrency: Concurrency = None, prefetch: Prefetch = None, grace: Grace = None) -> None:
     """Run a worker process. Start more processes (or replicas) to consume faster."""
-    settings = Settings()
-    consumer = with_overrides(
-        settings.consumer, concurrency=concurrency, prefetch=prefetch, grace=grace
+    start_service(
+        "herald-worker", Settings(), run, concurrency=concurrency, prefetch=prefetch, grace=grace
     )
-    settings = dataclasses.replace(settings, consumer=consumer)
-    configure_logging("herald-worker", settings.log)
-    configure_tracing("herald-worker", settings.telemetry)
-    uvloop.run(run(settings))
