@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings
 
 from herald_api.settings import ServerSettings
 from herald_shared import settings as shared
+from herald_shared.webhooks.settings import WebhookSettings
 from herald_worker.settings import WorkerSettings
 
 CLASSES: list[type[BaseSettings]] = [
@@ -26,6 +27,7 @@ CLASSES: list[type[BaseSettings]] = [
     ServerSettings,
     shared.ConsumerSettings,
     WorkerSettings,
+    WebhookSettings,
     shared.TelemetrySettings,
 ]
 

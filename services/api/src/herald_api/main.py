@@ -15,7 +15,7 @@ from herald_api.body_limit import BodyLimitMiddleware
 from herald_api.lifespan import create_lifespan
 from herald_api.problems import install_problem_handlers, problems_as_problem_json
 from herald_api.request_context import RequestContextMiddleware
-from herald_api.routes import health, metrics, posts, search, stats
+from herald_api.routes import health, metrics, posts, search, stats, webhooks
 from herald_api.settings import Settings
 from herald_shared.logs import configure_logging
 from herald_shared.telemetry import configure_tracing
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(posts.router)
     app.include_router(search.router)
     app.include_router(stats.router)
+    app.include_router(webhooks.router)
     _document_problems(app)
     return app
 

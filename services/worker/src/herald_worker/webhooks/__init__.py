@@ -1,0 +1,31 @@
+"""Webhook delivery: fan events out to subscriptions, then deliver them, signed, with retries.
+
+``webhook_handlers`` go into the worker's handler table; ``run_deliveries`` is a background
+loop of the worker process. Between the two sits the ``webhook_deliveries`` table, which is
+also the delivery log clients read through the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from herald_shared.webhooks.settings import WebhookSettings
+from herald_shared.webhooks.ssrf import Resolver, system_resolver
+from herald_worker.deps import Deps
+from herald_worker.webhooks.delivery import DeliveryLoop
+from herald_worker.webhooks.fanout import webhook_handlers
+from herald_worker.webhooks.sender import create_http_client
+
+__all__ = ["run_deliveries", "webhook_handlers"]
+
+
+async def run_deliveries(
+    deps: Deps,
+    settings: WebhookSettings,
+    stop: asyncio.Event,
+    *,
+    resolver: Resolver = system_resolver,
+) -> None:
+    """Deliver due webhook deliveries until ``stop`` is set (a ``Background`` of ``serve``)."""
+    async with create_http_client(settings) as client:
+        await DeliveryLoop(deps.db, settings, client, resolver=resolver).run(stop)

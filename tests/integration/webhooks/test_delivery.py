@@ -1,0 +1,183 @@
+"""Deliveries end to end: the API, a real worker process and real local receivers that verify
+every signature with the independent ``standardwebhooks`` package."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import asyncpg
+import httpx
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.conftest import MakeKey
+from tests.integration.webhooks.conftest import StartWorker, deliveries, subscribe, wait_deliveries
+from tests.integration.webhooks.receiver import AcceptCounter, Reply, always, fail_first
+from tests.support.http import create_post
+
+
+async def test_post_events_reach_the_subscriber_signed_and_only_its_own(
+    client: httpx.AsyncClient, make_key: MakeKey, start_worker: StartWorker, receivers
+) -> None:
+    await start_worker()
+    key, stranger = await make_key(), await make_key()
+    mine, theirs, created_only = await receivers(), await receivers(), await receivers()
+    webhook = await subscribe(client, key, mine, ["post.*"])
+    await subscribe(client, key, created_only, ["post.created"])
+    await subscribe(client, stranger, theirs, ["*"])
+
+    post = await create_post(client, key, title="Hooked")
+    # Enrichment is skipped for a post already gone: let it happen before the delete.
+    await mine.wait_for(
+        lambda: bool(mine.find("post.enriched", post["id"])), message="post.enriched arrived"
+    )
+    await client.patch(f"/v1/posts/{post['id']}", json={"title": "Hooked!"}, headers=key.headers)
+    deleted = await client.delete(f"/v1/posts/{post['id']}", headers=key.headers)
+    assert deleted.status_code == 204
+
+    expected = {"post.created", "post.updated", "post.deleted", "post.enriched"}
+    await mine.wait_for(
+        lambda: expected <= {r.event["type"] for r in mine.find_all(post["id"])},
+        message="every event of the post reached the receiver",
+    )
+    assert all(r.verified for r in mine.requests), [r.error for r in mine.requests]
+    created = mine.find("post.created", post["id"])[0]
+    assert created.payload is not None
+    assert created.payload["data"]["title"] == "Hooked"
+    assert created.payload["data"]["author_id"] == str(key.account_id)
+    assert created.headers["content-type"] == "application/json"
+    assert created.path == "/hooks"
+
+    log = await wait_deliveries(
+        client,
+        key,
+        webhook["id"],
+        lambda items: len(items) >= 4 and all(i["status"] == "succeeded" for i in items),
+    )
+    by_event = {item["event_id"]: item for item in log}
+    entry = by_event[created.event["id"]]
+    # webhook-id is the delivery's id: the key receivers deduplicate on.
+    assert created.headers["webhook-id"] == entry["id"]
+    assert (entry["attempts"], entry["last_status_code"], entry["next_attempt_at"]) == (
+        1,
+        200,
+        None,
+    )
+    assert entry["last_latency_ms"] is not None
+
+    await created_only.wait_for(lambda: bool(created_only.find("post.created", post["id"])))
+    assert {r.event["type"] for r in created_only.requests} == {"post.created"}
+    assert theirs.requests == []
+
+
+async def test_a_receiver_failing_three_times_gets_the_event_on_the_fourth_attempt(
+    client: httpx.AsyncClient, make_key: MakeKey, start_worker: StartWorker, receivers
+) -> None:
+    await start_worker()
+    key = await make_key()
+    flaky = await receivers(fail_first(3, status=500))
+    webhook = await subscribe(client, key, flaky, ["post.created"])
+
+    post = await create_post(client, key)
+
+    await flaky.wait_for(lambda: len(flaky.requests) >= 4, message="four attempts")
+    attempts = flaky.requests
+    assert [r.event["aggregate_id"] for r in attempts] == [post["id"]] * 4
+    assert all(r.verified for r in attempts)
+    assert len({r.headers["webhook-id"] for r in attempts}) == 1, "webhook-id changed on retry"
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(attempts)]
+    assert all(gap >= 0.15 for gap in gaps), f"retries came without backoff: {gaps}"
+
+    log = await wait_deliveries(
+        client, key, webhook["id"], lambda items: bool(items) and items[0]["status"] == "succeeded"
+    )
+    assert len(log) == 1
+    assert log[0]["attempts"] == 4
+    assert log[0]["last_status_code"] == 200
+    assert log[0]["last_error"] is None
+    assert len(flaky.requests) == 4
+
+
+async def test_a_redirect_is_never_followed(
+    client: httpx.AsyncClient, make_key: MakeKey, start_worker: StartWorker, receivers
+) -> None:
+    await start_worker(max_attempts=2)
+    private = await AcceptCounter().start()
+    try:
+        key = await make_key()
+        location = f"http://127.0.0.1:{private.port}/metadata"
+        redirecting = await receivers(lambda _: Reply(302, {"Location": location}, b""))
+        webhook = await subscribe(client, key, redirecting, ["post.created"])
+
+        await create_post(client, key)
+
+        log = await wait_deliveries(
+            client, key, webhook["id"], lambda items: bool(items) and items[0]["status"] == "dead"
+        )
+        assert log[0]["attempts"] == 2
+        assert log[0]["last_status_code"] == 302
+        assert location in log[0]["last_error"]
+        assert len(redirecting.requests) == 2
+        assert private.accepted == 0, "the redirect was followed"
+    finally:
+        await private.stop()
+
+
+async def test_rotating_the_secret_signs_every_later_attempt_with_the_new_one(
+    client: httpx.AsyncClient, make_key: MakeKey, start_worker: StartWorker, receivers
+) -> None:
+    await start_worker()
+    key = await make_key()
+    receiver = await receivers(always(200))
+    webhook = await subscribe(client, key, receiver, ["post.created"])
+    old_secret = webhook["secret"]
+
+    rotated = await client.post(f"/v1/webhooks/{webhook['id']}/rotate-secret", headers=key.headers)
+    assert rotated.status_code == 200
+    new_secret = rotated.json()["secret"]
+    assert new_secret.startswith("whsec_")
+    assert new_secret != old_secret
+    receiver.secret = new_secret
+
+    post = await create_post(client, key)
+    await receiver.wait_for(lambda: bool(receiver.find("post.created", post["id"])))
+    delivered = receiver.find("post.created", post["id"])[0]
+    try:
+        Webhook(old_secret).verify(delivered.body, delivered.headers)
+    except WebhookVerificationError:
+        pass
+    else:
+        raise AssertionError("the old secret still verifies")
+
+
+async def test_two_workers_deliver_each_event_exactly_once(
+    client: httpx.AsyncClient,
+    make_key: MakeKey,
+    start_worker: StartWorker,
+    receivers,
+    db_pool: asyncpg.Pool,
+) -> None:
+    await start_worker()
+    await start_worker()
+    key = await make_key()
+    receiver = await receivers(always(200))
+    webhook = await subscribe(client, key, receiver, ["post.created"])
+
+    posts = [await create_post(client, key, title=f"Post {n}") for n in range(30)]
+
+    await wait_deliveries(
+        client,
+        key,
+        webhook["id"],
+        lambda items: len(items) == 30 and all(i["status"] == "succeeded" for i in items),
+        seconds=30,
+    )
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
+    assert len(ids) == len(set(ids)) == 30, "a delivery was sent twice"
+    assert {r.event["aggregate_id"] for r in receiver.requests} == {p["id"] for p in posts}
+    attempts = await db_pool.fetchval(
+        "SELECT sum(attempts) FROM webhook_deliveries WHERE webhook_id = $1",
+        uuid.UUID(webhook["id"]),
+    )
+    assert attempts == 30
+    assert len(await deliveries(client, key, webhook["id"], status="succeeded")) == 30

@@ -1,0 +1,68 @@
+"""Per-destination breakers and room, with an injectable clock (no waiting)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from herald_shared.resilience import BreakerOpenError
+from herald_worker.webhooks.destinations import Destinations, HostFailureError
+from herald_worker.webhooks.sender import AttemptResult
+
+TIMED_OUT = AttemptResult("failed", None, "timed out after 7 s", 7000, host_failure=True)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _fail(destinations: Destinations, origin: str) -> None:
+    with pytest.raises(HostFailureError):
+        async with destinations.get(origin).breaker.guard():
+            raise HostFailureError(TIMED_OUT)
+
+
+async def test_a_destination_breaker_opens_and_later_lets_one_probe_through() -> None:
+    clock = FakeClock()
+    destinations = Destinations(failures=2, reset_seconds=30, clock=clock)
+    origin = "https://hooks.example.com:443"
+    await _fail(destinations, origin)
+    await _fail(destinations, origin)
+    breaker = destinations.get(origin).breaker
+    assert destinations.get(origin).breaker.is_open
+    ran = False
+    with pytest.raises(BreakerOpenError) as refused:
+        async with breaker.guard():
+            ran = True
+    assert not ran, "an open breaker ran the call"
+    assert refused.value.retry_after == pytest.approx(30)
+
+    clock.now += 31
+    assert not destinations.get(origin).breaker.is_open
+    async with breaker.guard():
+        pass  # the probe succeeds
+    assert breaker.state == "closed"
+
+
+async def test_destinations_are_origins_with_their_own_breakers() -> None:
+    destinations = Destinations(failures=1, reset_seconds=30, clock=FakeClock())
+    await _fail(destinations, "http://127.0.0.1:8001")
+    assert destinations.get("http://127.0.0.1:8001").breaker.is_open
+    assert not destinations.get("http://127.0.0.1:8002").breaker.is_open
+
+
+async def test_room_counts_what_is_in_flight_at_each_webhooks_destination() -> None:
+    destinations = Destinations(failures=5, reset_seconds=30)
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    shared = destinations.get("https://one.example:443")
+    shared.webhooks |= {a, b}
+    shared.active = 3
+    other = destinations.get("https://two.example:443")
+    other.webhooks.add(c)
+    other.active = 5
+    assert destinations.room(4) == {a: 1, b: 1, c: 0}
