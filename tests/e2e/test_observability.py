@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from herald_cli.tracing import load_traces, render
 from tests.conftest import MakeKey
+from tests.integration.webhooks.receiver import Receiver
 from tests.support.services import Processes, ServiceProcess
 from tests.support.waiting import wait_until
 
@@ -36,7 +37,14 @@ async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
     processes: Processes, make_key: MakeKey, tmp_path: Path
 ) -> None:
     trace_dir = tmp_path / "traces"
-    env = {"HERALD_TRACE_DIR": str(trace_dir), "HERALD_LOG_LEVEL": "INFO"}
+    env = {
+        "HERALD_TRACE_DIR": str(trace_dir),
+        "HERALD_LOG_LEVEL": "INFO",
+        # The test's webhook receiver listens on loopback, over plain http.
+        "HERALD_WEBHOOKS_ALLOW_PRIVATE": "true",
+        "HERALD_WEBHOOKS_ALLOW_HTTP": "true",
+    }
+    receiver = await Receiver().start()
     worker = await processes.start_service("herald_worker", "worker", env)
     invalidator = await processes.start_service(
         "herald_cache_invalidator", "cache-invalidator", env
@@ -45,6 +53,11 @@ async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
     key = await make_key()
 
     async with httpx.AsyncClient(base_url=base_url, headers=key.headers) as http:
+        webhook = await http.post(
+            "/v1/webhooks", json={"url": receiver.url, "event_types": ["post.created"]}
+        )
+        assert webhook.status_code == 201, webhook.text
+        receiver.secret = webhook.json()["secret"]
         response = await http.post(
             "/v1/posts",
             json={
@@ -69,6 +82,8 @@ async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
             "invalidator": lambda s: (
                 s["service"] == "herald-cache-invalidator" and s["name"].startswith("handle post.")
             ),
+            "webhook": lambda s: s["service"] == "herald-worker" and s["name"] == "webhook.deliver",
+            "webhook http": lambda s: s["service"] == "herald-worker" and s["kind"] == "CLIENT",
         }
         spans: list[dict[str, Any]] = []
 
@@ -78,7 +93,13 @@ async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
             spans = trace.spans if trace else []
             return all(any(match(s) for s in spans) for match in wanted.values())
 
-        await wait_until(complete, seconds=30, interval=0.2, message="the trace never completed")
+        try:
+            await wait_until(
+                complete, seconds=30, interval=0.2, message="the trace never completed"
+            )
+        finally:
+            await receiver.stop()
+        assert len(receiver.events("post.created")) == 1
 
         # One trace, and every span's parent is in it (only the server span is a root).
         ids = {s["span_id"] for s in spans}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -23,7 +24,8 @@ from datetime import timedelta
 import asyncpg
 import httpx
 import structlog
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from herald_shared.db import UNAVAILABLE_ERRORS, Connection, Database
@@ -184,8 +186,11 @@ class DeliveryLoop:
         task.add_done_callback(finished)
 
     async def _traced(self, delivery: ClaimedDelivery, work: Awaitable[str]) -> None:
+        # A fresh context: the request's trace, not the delivery loop's.
+        parent = propagate.extract(json.loads(delivery.trace_headers), context=Context())
         with _tracer.start_as_current_span(
             "webhook.deliver",
+            context=parent,
             attributes={
                 "herald.webhook_id": str(delivery.webhook_id),
                 "herald.delivery_id": str(delivery.id),

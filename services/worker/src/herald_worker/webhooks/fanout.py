@@ -8,10 +8,12 @@ author; ``webhook.disabled`` to the webhook's account (its other webhooks hear a
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from herald_shared.events import EventEnvelope
 from herald_shared.messaging.handlers import Delivery, Handle, HandlerSpec, PermanentError
+from herald_shared.tracecontext import current_trace_headers
 from herald_shared.webhooks.matching import matches_any
 from herald_worker.deps import Deps
 
@@ -47,8 +49,9 @@ def fan_out() -> Handle:
             return
         await tx.execute(
             """
-            INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload)
-            SELECT d.id, d.webhook_id, $3, $4, $5::jsonb
+            INSERT INTO webhook_deliveries
+                (id, webhook_id, event_id, event_type, payload, trace_headers)
+            SELECT d.id, d.webhook_id, $3, $4, $5::jsonb, $6::jsonb
             FROM unnest($1::uuid[], $2::uuid[]) AS d (id, webhook_id)
             ON CONFLICT (webhook_id, event_id) DO NOTHING
             """,
@@ -57,6 +60,8 @@ def fan_out() -> Handle:
             event.id,
             event.type,
             event.model_dump_json(),
+            # The delivery, hours later perhaps, joins the trace of the request that caused it.
+            json.dumps(current_trace_headers()),
         )
 
     return handle

@@ -53,7 +53,8 @@ _CLAIM = """
     FROM picked, webhooks AS w
     WHERE d.id = picked.id AND w.id = d.webhook_id
     RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.payload::text AS payload,
-              d.attempts, d.next_attempt_at AS lease, w.url, w.secret, w.enabled
+              d.attempts, d.next_attempt_at AS lease, w.url, w.secret, w.enabled,
+              d.trace_headers::text AS trace_headers
 """
 _OVERFETCH = 4
 
@@ -72,6 +73,8 @@ class ClaimedDelivery:
     url: str
     secret: str = field(repr=False)
     enabled: bool
+    #: The W3C trace context of the event's request, as JSON.
+    trace_headers: str = "{}"
 
 
 @dataclass(frozen=True, slots=True)
