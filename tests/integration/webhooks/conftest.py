@@ -9,6 +9,7 @@ cancelled, so no later test's worker calls a receiver that is gone (or a new one
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -18,15 +19,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from herald_api.main import create_app
-from herald_api.routes.webhooks import webhook_settings
 from herald_api.settings import Settings
 from herald_shared.webhooks.settings import WebhookSettings
 from tests.conftest import TEST_CONSUMERS, ApiKey
 from tests.integration.webhooks.receiver import Behaviour, Receiver
-from tests.support.apps import CopyStatePerRequest
+from tests.support.apps import in_process_client
 from tests.support.services import Processes, ServiceProcess
 from tests.support.waiting import wait_until
 
@@ -56,13 +54,9 @@ STRICT = WebhookSettings(allow_http=True, allow_private=False)
 async def api_client(
     settings: Settings, webhooks: WebhookSettings
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The API in-process (as ``in_process_client``) with ``webhooks`` as its webhook settings."""
-    app = create_app(settings)
-    app.dependency_overrides[webhook_settings] = lambda: webhooks
-    async with LifespanManager(CopyStatePerRequest(app)) as manager:
-        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
-            yield http
+    """The API in-process with ``webhooks`` as its webhook settings."""
+    async with in_process_client(dataclasses.replace(settings, webhooks=webhooks)) as http:
+        yield http
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from herald_shared.settings import (
     SecuritySettings,
     TelemetrySettings,
 )
+from herald_shared.webhooks.settings import WebhookSettings
 
 
 class ServerSettings(BaseSettings):
@@ -48,3 +49,4 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)

@@ -18,7 +18,6 @@ from herald_shared.messaging.options import (
 from herald_shared.messaging.service import Background, serve
 from herald_shared.periodic import run_periodic_jobs
 from herald_shared.relay import OutboxRelay, relay_until
-from herald_shared.webhooks.settings import WebhookSettings
 from herald_worker.deps import create_deps
 from herald_worker.handlers import handler_table
 from herald_worker.settings import Settings
@@ -43,8 +42,7 @@ async def run(settings: Settings) -> None:
             after_commit=relay.wake,
         )
         background: list[Background] = [relay_until(relay)]
-        webhooks = WebhookSettings()
-        background.append(lambda stop: run_deliveries(deps, webhooks, stop))
+        background.append(lambda stop: run_deliveries(deps, settings.webhooks, stop))
         if settings.worker.jobs_enabled:
             jobs = cleanup_jobs(
                 every=timedelta(seconds=settings.worker.cleanup_every_seconds),

@@ -15,6 +15,7 @@ from herald_shared.settings import (
     RelaySettings,
     TelemetrySettings,
 )
+from herald_shared.webhooks.settings import WebhookSettings
 
 
 class WorkerSettings(BaseSettings):
@@ -38,3 +39,4 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)

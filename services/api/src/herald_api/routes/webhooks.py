@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -69,16 +69,8 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 
 
-def webhook_settings(request: Request) -> WebhookSettings:
-    """The app's webhook settings: read from the environment once per app, on first use.
-
-    Tests replace them with ``app.dependency_overrides[webhook_settings]`` (or the environment).
-    """
-    settings: WebhookSettings | None = getattr(request.app.state, "webhook_settings", None)
-    if settings is None:
-        settings = WebhookSettings()
-        request.app.state.webhook_settings = settings
-    return settings
+def webhook_settings(state: StateDep) -> WebhookSettings:
+    return state.settings.webhooks
 
 
 WebhookSettingsDep = Annotated[WebhookSettings, Depends(webhook_settings)]
