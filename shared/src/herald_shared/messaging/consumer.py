@@ -44,6 +44,7 @@ from herald_shared.messaging.handlers import (
     Delivery,
     DependencyUnavailableError,
     HandlerSpec,
+    HandlerTimeoutError,
     PermanentError,
     TransientError,
 )
@@ -73,7 +74,13 @@ _log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientError, *UNAVAILABLE_ERRORS)
-_DEFERRING_ERRORS = (DependencyUnavailableError, BreakerOpenError)
+#: A dependency is down, not this event at fault: reschedule without spending an attempt, so an
+#: outage (of PostgreSQL too) never pushes events into the dead-letter queue.
+_DEFERRING_ERRORS: tuple[type[BaseException], ...] = (
+    DependencyUnavailableError,
+    BreakerOpenError,
+    *UNAVAILABLE_ERRORS,
+)
 
 
 class Consumer:
@@ -315,32 +322,42 @@ class Consumer:
         timeout = max(
             spec.timeout_seconds or self._settings.handler_timeout_seconds for spec in specs
         )
-        async with asyncio.timeout(timeout):
-            if not any(spec.uses_inbox for spec in specs):
-                delivery = Delivery(self.name, envelope.id, attempt, None)
-                for spec in specs:
-                    await spec.handle(envelope, delivery)
-                return
-            assert self._db is not None
-            async with self._db.writer() as conn, conn.transaction():
-                first_time = await conn.fetchval(
-                    """
-                    INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
-                    ON CONFLICT DO NOTHING RETURNING true
-                    """,
-                    self.name,
-                    envelope.id,
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                await self._run_handlers(specs, envelope, attempt)
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise HandlerTimeoutError(f"handlers ran past {timeout} s") from exc
+            raise  # a dependency's own timeout: unavailable, not this event's fault
+
+    async def _run_handlers(
+        self, specs: list[HandlerSpec], envelope: EventEnvelope, attempt: int
+    ) -> None:
+        if not any(spec.uses_inbox for spec in specs):
+            delivery = Delivery(self.name, envelope.id, attempt, None)
+            for spec in specs:
+                await spec.handle(envelope, delivery)
+            return
+        assert self._db is not None
+        async with self._db.writer() as conn, conn.transaction():
+            first_time = await conn.fetchval(
+                """
+                INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
+                ON CONFLICT DO NOTHING RETURNING true
+                """,
+                self.name,
+                envelope.id,
+            )
+            if not first_time:
+                _log.info(
+                    "duplicate event skipped", consumer=self.name, event_id=str(envelope.id)
                 )
-                if not first_time:
-                    _log.info(
-                        "duplicate event skipped", consumer=self.name, event_id=str(envelope.id)
-                    )
-                    return
-                delivery = Delivery(self.name, envelope.id, attempt, conn)
-                for spec in specs:
-                    await spec.handle(envelope, delivery)
-            if self._after_commit is not None:
-                self._after_commit()
+                return
+            delivery = Delivery(self.name, envelope.id, attempt, conn)
+            for spec in specs:
+                await spec.handle(envelope, delivery)
+        if self._after_commit is not None:
+            self._after_commit()
 
     async def _dead_letter(
         self, message: AbstractIncomingMessage, error: BaseException, attempts: int, reason: str

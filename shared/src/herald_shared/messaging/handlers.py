@@ -23,6 +23,10 @@ class TransientError(Exception):
     """Worth retrying soon (a timeout, a conflict)."""
 
 
+class HandlerTimeoutError(TransientError):
+    """The handler ran past its deadline (retried like any transient failure)."""
+
+
 class DependencyUnavailableError(Exception):
     """A dependency is known to be down: reschedule without spending an attempt, and pause."""
 
