@@ -133,6 +133,18 @@ async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
         )
         get = await http.get(f"/v1/posts/{post_id}")
         assert get.status_code == 200
+        after = {
+            f.name: f for f in text_string_to_metric_families((await http.get("/metrics")).text)
+        }
+        lookups = {s.labels["result"]: s.value for s in after["herald_cache_lookups"].samples}
+        assert lookups.get("hit", 0) + lookups.get("miss", 0) >= 1
+        published = {
+            s.labels["outcome"]: s.value
+            for s in after["herald_events_published"].samples
+            if s.name.endswith("_total")
+        }
+        assert published.get("confirmed", 0) >= 1
+        assert "herald_outbox_backlog" in after
 
     # Logs of all three services about this request carry its trace id; none has the key.
     for process in (api, worker, invalidator):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,12 @@ from herald_shared.db import Connection
 from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
 from herald_shared.messaging.publisher import UnroutableError, build_message, publish_confirmed
 from herald_shared.messaging.topology import declare_all, declare_exchange
+from herald_shared.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_SECONDS,
+    PUBLISH_CONFIRM_SECONDS,
+    PUBLISHED,
+)
 from herald_shared.resilience import Breaker, BreakerOpenError
 from herald_shared.settings import AmqpSettings, RelaySettings
 
@@ -40,6 +47,8 @@ _log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer(__name__)
 
 _PUBLISH_FAILURES: tuple[type[BaseException], ...] = (BreakerOpenError, *BROKER_ERRORS)
+
+_BACKLOG_EVERY_SECONDS = 5.0
 
 _CLAIM = """
     SELECT id, event_id, event_type, payload::text AS payload, headers::text AS headers,
@@ -87,6 +96,7 @@ class OutboxRelay:
             counts=BROKER_ERRORS,
         )
         self.stats = RelayStats()
+        self._measured_at = float("-inf")
 
     @property
     def connected(self) -> bool:
@@ -108,6 +118,7 @@ class OutboxRelay:
                             await self._try_connect()
                         if self._exchange is not None:
                             await self.drain()
+                        await self._measure_backlog()
                 except Exception:
                     # Nothing else publishes the outbox: the relay must outlive any one failed
                     # sweep (a database error, a statement timeout); the rows wait for the next.
@@ -117,6 +128,20 @@ class OutboxRelay:
         finally:
             if self._connection is not None:
                 await self._connection.close()
+
+    async def _measure_backlog(self) -> None:
+        """Update the backlog gauges, at most every few seconds (a partial-index count)."""
+        now = time.monotonic()
+        if now - self._measured_at < _BACKLOG_EVERY_SECONDS:
+            return
+        self._measured_at = now
+        row = await self._pool.fetchrow(
+            "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at)) AS age "
+            "FROM outbox WHERE published_at IS NULL"
+        )
+        if row is not None:
+            OUTBOX_BACKLOG.set(row["n"])
+            OUTBOX_OLDEST_SECONDS.set(float(row["age"] or 0))
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -176,12 +201,14 @@ class OutboxRelay:
             if not rows:
                 return 0, 0
             results: list[BaseException | None] = [failure] * len(rows)
+            started = time.perf_counter()
             try:
                 async with self.breaker.guard():
                     results = await asyncio.gather(
                         *(_publish_traced(exchange, row, timeout) for row in rows),
                         return_exceptions=True,
                     )
+                    PUBLISH_CONFIRM_SECONDS.observe(time.perf_counter() - started)
                     errors = [r for r in results if isinstance(r, BaseException) and _is_failure(r)]
                     if errors:
                         raise errors[0]  # counted once by the breaker for the whole batch
@@ -201,6 +228,9 @@ class OutboxRelay:
             if unroutable:
                 await self._hold_back(conn, unroutable)
         self.stats.published += len(confirmed)
+        PUBLISHED.labels("confirmed").inc(len(confirmed))
+        PUBLISHED.labels("unroutable").inc(len(unroutable))
+        PUBLISHED.labels("failed").inc(len(rows) - len(confirmed) - len(unroutable))
         if failure is not None:
             raise failure
         return len(confirmed), len(rows)

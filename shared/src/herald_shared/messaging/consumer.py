@@ -349,9 +349,7 @@ class Consumer:
                 envelope.id,
             )
             if not first_time:
-                _log.info(
-                    "duplicate event skipped", consumer=self.name, event_id=str(envelope.id)
-                )
+                _log.info("duplicate event skipped", consumer=self.name, event_id=str(envelope.id))
                 return
             delivery = Delivery(self.name, envelope.id, attempt, conn)
             for spec in specs:
