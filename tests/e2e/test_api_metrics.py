@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.services import Processes
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
-REQUESTS = 40
+BURST = 20
 
 
 def _livez_count(text: str) -> float:
@@ -23,13 +27,26 @@ def _livez_count(text: str) -> float:
     )
 
 
-async def test_metrics_add_up_over_every_server_process(processes: Processes) -> None:
-    _, base_url = await processes.start_api({"HERALD_API_PROCESSES": "2"})
-    # A new connection per request, so the kernel spreads them over both processes.
+async def test_metrics_add_up_over_every_server_process(
+    processes: Processes, tmp_path: Path
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    _, base_url = await processes.start_api(
+        {"HERALD_API_PROCESSES": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    )
+    sent = 0
+    # A new connection per request, in bursts, until both processes have counted some.
     no_reuse = httpx.Limits(max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base_url, limits=no_reuse) as http:
-        for _ in range(REQUESTS):
-            assert (await http.get("/livez")).status_code == 200
+
+        async def both_served() -> bool:
+            nonlocal sent
+            replies = await asyncio.gather(*(http.get("/livez") for _ in range(BURST)))
+            assert all(r.status_code == 200 for r in replies)
+            sent += BURST
+            return len(list(metrics_dir.glob("counter_*.db"))) >= 2
+
+        await wait_until(both_served, seconds=30, message="one process served every request")
         metrics = await http.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert _livez_count(metrics.text) == REQUESTS
+    assert _livez_count(metrics.text) == sent
