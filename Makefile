@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 MEMBERS := shared/pyproject.toml services/api/pyproject.toml services/worker/pyproject.toml \
 	services/cache-invalidator/pyproject.toml cli/pyproject.toml
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help run test setup services migrate venv lint typecheck test-unit test-integration \
-	test-e2e lock up down clean env-example tools
+	test-e2e bench lock up down clean env-example tools
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 run: setup ## set up, then run the API and every service in the foreground (Ctrl-C stops)
 	@deploy/local/run.sh
@@ -19,7 +20,7 @@ run: setup ## set up, then run the API and every service in the foreground (Ctrl
 test: setup tools lint typecheck ## set up, then lint, type-check and run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-tools: ## tools the tests use beyond Python (promtool)
+tools: ## tools the tests and benchmarks use beyond Python (promtool, wrk)
 	@deploy/local/ensure-tools.sh
 
 setup: venv services migrate
@@ -41,7 +42,7 @@ lint: venv ## ruff, formatting and the import contracts between packages
 	$(BIN)/lint-imports
 
 typecheck: venv ## mypy --strict over every package
-	$(BIN)/mypy shared/src services/api/src services/worker/src services/cache-invalidator/src cli/src scripts tests
+	$(BIN)/mypy shared/src services/api/src services/worker/src services/cache-invalidator/src cli/src scripts tests bench
 
 test-unit: venv ## only the unit tests (no servers needed)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -51,6 +52,9 @@ test-integration: setup ## only the integration tests
 
 test-e2e: setup ## only the end-to-end tests (real service processes)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+bench: setup tools ## benchmarks vs bare baselines and Celery (~20 min; BENCH_ARGS=--help)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lock: venv ## re-pin requirements.in into requirements.lock (with hashes)
 	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header --quiet \
