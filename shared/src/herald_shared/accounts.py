@@ -125,8 +125,14 @@ async def set_limits(
         """
         INSERT INTO rate_limit_overrides (account_id, read_per_window, write_per_window)
         VALUES ($1, $2, $3)
-        ON CONFLICT (account_id) DO UPDATE SET read_per_window = EXCLUDED.read_per_window,
-            write_per_window = EXCLUDED.write_per_window, updated_at = now()
+        ON CONFLICT (account_id) DO UPDATE SET
+            read_per_window = coalesce(
+                EXCLUDED.read_per_window, rate_limit_overrides.read_per_window
+            ),
+            write_per_window = coalesce(
+                EXCLUDED.write_per_window, rate_limit_overrides.write_per_window
+            ),
+            updated_at = now()
         """,
         account_id,
         read,

@@ -12,8 +12,8 @@ can never disagree. Per post there are two keys:
 First list pages that look the same to every viewer (published posts, any author/tag filter)
 are cached too, under ``lists:page:{query}``. Every post change bumps the list generation
 ``lists:gen`` and deletes the pages recorded in ``lists:index``; a page read before that bump is
-refused when it tries to fill. All list keys share the ``{lists}`` hash tag, so a cluster keeps
-them in one slot.
+refused when it tries to fill. (The scripts assume one Redis node: they touch keys in several
+hash slots, so Redis Cluster is not supported.)
 """
 
 from __future__ import annotations

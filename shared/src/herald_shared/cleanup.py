@@ -1,4 +1,5 @@
-"""Retention jobs: published outbox rows, expired idempotency keys, old inbox records."""
+"""Retention jobs: published outbox rows, expired idempotency keys, old inbox records, finished
+webhook deliveries (the delivery log)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def cleanup_jobs(
     every: timedelta,
     outbox_retention: timedelta,
     inbox_retention: timedelta,
+    delivery_retention: timedelta,
 ) -> list[PeriodicJob]:
     async def outbox(conn: Connection) -> str:
         n = await _delete_in_batches(
@@ -46,7 +48,17 @@ def cleanup_jobs(
         )
         return f"deleted {n} processed-event records"
 
+    async def deliveries(conn: Connection) -> str:
+        n = await _delete_in_batches(
+            conn,
+            "webhook_deliveries",
+            "status <> 'pending' AND updated_at < now() - $1::interval",
+            delivery_retention,
+        )
+        return f"deleted {n} finished webhook deliveries"
+
     return [
+        PeriodicJob("cleanup.webhook_deliveries", every, deliveries),
         PeriodicJob("cleanup.outbox", every, outbox),
         PeriodicJob("cleanup.idempotency_keys", every, idempotency),
         PeriodicJob("cleanup.processed_events", every, inbox),

@@ -64,7 +64,8 @@ class WebhookDisabled(EventData):
 
     type: ClassVar[str] = "webhook.disabled"
     account_id: uuid.UUID
-    url: str
+    #: scheme://host:port only: a URL's path and query often hold the receiver's own secret.
+    origin: str
     reason: str
 
 

@@ -49,6 +49,7 @@ _tracer = trace.get_tracer(__name__)
 _PUBLISH_FAILURES: tuple[type[BaseException], ...] = (BreakerOpenError, *BROKER_ERRORS)
 
 _BACKLOG_EVERY_SECONDS = 5.0
+_NOT_SENT = ConnectionError("not published: the batch stopped before publishing")
 
 _CLAIM = """
     SELECT id, event_id, event_type, payload::text AS payload, headers::text AS headers,
@@ -196,11 +197,13 @@ class OutboxRelay:
         exchange = self._exchange
         timeout = self._amqp.publish_timeout_seconds
         failure: BaseException | None = None
-        async with self._pool.acquire() as conn, conn.transaction():
+        acquire = self._pool.acquire(timeout=self._amqp.publish_timeout_seconds)
+        async with acquire as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM, self._settings.batch_size)
             if not rows:
                 return 0, 0
-            results: list[BaseException | None] = [failure] * len(rows)
+            # Until the publishes ran, nothing is confirmed.
+            results: list[BaseException | None] = [_NOT_SENT] * len(rows)
             started = time.perf_counter()
             try:
                 async with self.breaker.guard():
@@ -243,7 +246,7 @@ class OutboxRelay:
             """
             UPDATE outbox SET attempts = attempts + 1, last_error = 'unroutable',
                 next_attempt_at = now()
-                    + least(interval '1 second' * 2 ^ attempts, interval '5 minutes')
+                    + make_interval(secs => least(300, 2 ^ least(attempts, 9)))
             WHERE id = ANY($1::bigint[])
             """,
             ids,

@@ -135,6 +135,14 @@ class ConsumerSettings(BaseSettings):
             "the message dead-letters after the last."
         ),
     )
+    max_deferrals: int = Field(
+        default=360,
+        ge=1,
+        description=(
+            "Deferrals (a dependency down) before a delivery starts spending attempts: an "
+            "event that only ever meets 'unavailable' is not an outage but a bug."
+        ),
+    )
     pause_seconds: float = Field(
         default=5.0, gt=0, description="Pause after a handler reports a dependency down."
     )

@@ -4,12 +4,24 @@ real ``herald status`` command shows the namespace's queues and the outbox backl
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import asyncpg
 
+from herald_shared.cleanup import cleanup_jobs
 from herald_shared.messaging.topology import SUBSCRIPTIONS, consumer_queues
 from tests.integration.events.conftest import BIN, Broker, Processes, post_created, run_cli
 from tests.support.waiting import wait_until
+
+CLEANUP_JOBS = [
+    job.name
+    for job in cleanup_jobs(
+        every=timedelta(1),
+        outbox_retention=timedelta(1),
+        inbox_retention=timedelta(1),
+        delivery_retention=timedelta(1),
+    )
+]
 
 
 def status_row(output: str, queue: str) -> list[str]:
@@ -42,12 +54,12 @@ async def test_the_worker_consumes_and_status_shows_it_until_sigterm(
     assert status_row(out, queue)[-1] == "1"
     assert [line for line in out.splitlines() if line.startswith("outbox: ")], out
 
-    # Its periodic clean-up jobs ran against the real schema (a failing job leaves no row).
+    # All its periodic clean-up jobs ran against the real schema (a failing job leaves no row).
     async def cleanup_recorded() -> bool:
         results = await db_pool.fetch(
             "SELECT last_result FROM periodic_jobs WHERE name LIKE 'cleanup.%'"
         )
-        return len(results) == 3
+        return len(results) == len(CLEANUP_JOBS)
 
     await wait_until(cleanup_recorded, seconds=10, message="the clean-up jobs never ran")
     results = await db_pool.fetch(

@@ -104,9 +104,11 @@ async def fill(state: AppState, post_id: uuid.UUID, entry: CachedPost) -> bool |
 
 
 async def invalidate_after_write(state: AppState, post_id: uuid.UUID, version: int) -> None:
-    """``version`` is the post's version after the write (its deletion counts as one more)."""
     """Best effort, right after commit: the writer reads its own write at once. The
-    cache-invalidator applies the same invalidation from the event, which is the guarantee."""
+    cache-invalidator applies the same invalidation from the event, which is the guarantee.
+
+    ``version`` is the post's version after the write (its deletion counts as one more).
+    """
     if (
         state.cache is None
         or not state.settings.cache.invalidate_on_write

@@ -20,7 +20,10 @@ class Deps:
 async def create_deps(settings: Settings) -> AsyncIterator[Deps]:
     # Each handler in flight holds a connection for its inbox transaction; leave headroom for
     # the periodic jobs and handlers that need a second connection.
-    pool_size = max(settings.db.pool_max_size, 2 * settings.consumer.concurrency + 2)
+    pool_size = max(
+        settings.db.pool_max_size,
+        2 * settings.consumer.concurrency + settings.webhooks.concurrency + 4,
+    )
     db_settings = settings.db.model_copy(update={"pool_max_size": pool_size})
     async with create_database(db_settings, application_name="herald-worker") as db:
         yield Deps(settings=settings, db=db)

@@ -48,6 +48,7 @@ async def run(settings: Settings) -> None:
                 every=timedelta(seconds=settings.worker.cleanup_every_seconds),
                 outbox_retention=timedelta(hours=settings.worker.outbox_retention_hours),
                 inbox_retention=timedelta(hours=settings.worker.inbox_retention_hours),
+                delivery_retention=timedelta(days=settings.worker.delivery_retention_days),
             )
             tick = settings.worker.jobs_tick_seconds
             background.append(

@@ -28,6 +28,9 @@ class WorkerSettings(BaseSettings):
     cleanup_every_seconds: float = Field(default=3600.0, gt=0)
     outbox_retention_hours: float = Field(default=24.0, ge=0)
     inbox_retention_hours: float = Field(default=24.0 * 7, ge=0)
+    delivery_retention_days: float = Field(
+        default=30.0, ge=0, description="How long the webhook delivery log keeps finished rows."
+    )
 
 
 @dataclass(frozen=True, slots=True)

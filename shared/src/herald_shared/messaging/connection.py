@@ -17,6 +17,8 @@ _log = structlog.get_logger(__name__)
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     AMQPConnectionError,
     aio_pika.exceptions.AMQPError,
+    # A RuntimeError, raised by ack/nack/declare on a channel that closed under us.
+    aio_pika.exceptions.ChannelInvalidStateError,
     ConnectionError,
     OSError,
     TimeoutError,

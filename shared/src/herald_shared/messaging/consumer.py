@@ -51,6 +51,8 @@ from herald_shared.messaging.handlers import (
 from herald_shared.messaging.headers import (
     attempts_of,
     dead_letter_headers,
+    deferral_headers,
+    deferrals_of,
     retry_headers,
 )
 from herald_shared.messaging.publisher import UnroutableError, build_message, publish_confirmed
@@ -292,29 +294,42 @@ class Consumer:
                 log_name=f"{self.name}:{envelope.type}",
             )
         except _DEFERRING_ERRORS as exc:
-            retry_after = getattr(exc, "retry_after", None) or self._settings.pause_seconds
-            log.warning("dependency unavailable; rescheduling", error=str(exc), pause=retry_after)
-            self._pause(retry_after)
-            headers = retry_headers(message, exc, previous_attempts)
-            await self._republish(message, self.queues.retry(0), headers)
-            return "deferred"
+            if deferrals_of(message) < self._settings.max_deferrals:
+                retry_after = getattr(exc, "retry_after", None) or self._settings.pause_seconds
+                log.warning(
+                    "dependency unavailable; rescheduling", error=str(exc), pause=retry_after
+                )
+                self._pause(retry_after)
+                headers = deferral_headers(message, exc, previous_attempts)
+                await self._republish(message, self.queues.retry(0), headers)
+                return "deferred"
+            return await self._retry_or_dead_letter(message, exc, attempt, log)
         except PermanentError as exc:
             log.error("permanent failure", error=repr(exc))
             await self._dead_letter(message, exc, attempt, "permanent error")
             return "dead_lettered"
         except Exception as exc:
-            if attempt > len(self.queues.retry_delays):
-                log.error("retries exhausted", error=repr(exc), attempts=attempt)
-                await self._dead_letter(message, exc, attempt, "retries exhausted")
-                return "dead_lettered"
-            log.warning("handler failed; retrying later", error=repr(exc), attempt=attempt)
-            headers = retry_headers(message, exc, attempt)
-            await self._republish(message, self.queues.retry(attempt - 1), headers)
-            return "retried"
+            return await self._retry_or_dead_letter(message, exc, attempt, log)
         finally:
             HANDLER_SECONDS.labels(self.name, envelope.type).observe(time.perf_counter() - started)
         await message.ack()
         return "ok"
+
+    async def _retry_or_dead_letter(
+        self,
+        message: AbstractIncomingMessage,
+        error: BaseException,
+        attempt: int,
+        log: structlog.stdlib.BoundLogger,
+    ) -> str:
+        if attempt > len(self.queues.retry_delays):
+            log.error("retries exhausted", error=repr(error), attempts=attempt)
+            await self._dead_letter(message, error, attempt, "retries exhausted")
+            return "dead_lettered"
+        log.warning("handler failed; retrying later", error=repr(error), attempt=attempt)
+        headers = retry_headers(message, error, attempt)
+        await self._republish(message, self.queues.retry(attempt - 1), headers)
+        return "retried"
 
     async def _invoke(
         self, specs: list[HandlerSpec], envelope: EventEnvelope, attempt: int

@@ -8,6 +8,7 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 
 ATTEMPTS = "x-herald-attempts"
+DEFERRALS = "x-herald-deferrals"
 ERROR_CLASS = "x-herald-error-class"
 ERROR_MESSAGE = "x-herald-error"
 REASON = "x-herald-reason"
@@ -47,6 +48,19 @@ def _failure(message: AbstractIncomingMessage, error: BaseException) -> dict[str
     headers[ERROR_CLASS] = type(error).__name__
     headers[ERROR_MESSAGE] = str(error)[:_MAX_ERROR_CHARS]
     return headers
+
+
+def deferrals_of(message: AbstractIncomingMessage) -> int:
+    """How often this delivery was put off because a dependency was down."""
+    value = (message.headers or {}).get(DEFERRALS, 0)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def deferral_headers(
+    message: AbstractIncomingMessage, error: BaseException, attempts: int
+) -> dict[str, Any]:
+    """Headers for a delivery put off without spending an attempt."""
+    return {**retry_headers(message, error, attempts), DEFERRALS: deferrals_of(message) + 1}
 
 
 def retry_headers(

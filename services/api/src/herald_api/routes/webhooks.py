@@ -161,8 +161,14 @@ async def create_webhook(
             headers={"Location": f"{router.prefix}/{row['id']}"},
         )
         if key is not None:
+            # The secret is shown once: a replay answers without it (rotate to get a new one).
+            replay = idempotency.StoredResponse(
+                status=201,
+                body=WebhookOut.model_validate(dict(row)).model_dump_json().encode(),
+                headers=response.headers,
+            )
             ttl = timedelta(hours=state.settings.server.idempotency_ttl_hours)
-            await idempotency.record(conn, principal.account_id, key, fingerprint, response, ttl)
+            await idempotency.record(conn, principal.account_id, key, fingerprint, replay, ttl)
     return Response(response.body, 201, headers=dict(response.headers), media_type=JSON)
 
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -229,6 +230,15 @@ async def record_failure(
     return True
 
 
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, without path, query or credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
 def _disable_reason(endpoint: asyncpg.Record | None, policy: DisablePolicy) -> str | None:
     if endpoint is None:
         return None
@@ -267,7 +277,7 @@ async def disable(
         webhook_id,
     )
     event = EventEnvelope.wrap(
-        WebhookDisabled(account_id=account_id, url=url, reason=reason),
+        WebhookDisabled(account_id=account_id, origin=origin_of(url), reason=reason),
         aggregate_id=webhook_id,
         # Webhooks carry no version; consumers order their events by occurred_at.
         aggregate_version=1,
