@@ -15,12 +15,23 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Header
 
 from herald_api.problems import Problem
 from herald_shared.db import Connection
 
 _MAX_KEY_CHARS = 255
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes the request safe to retry: a replay returns the original response.",
+        examples=["2f1d9c1e-create-post-42"],
+    ),
+]
 # The first half of the two-int advisory lock id; other users of advisory locks pick other values.
 _LOCK_CLASS = 0x4944  # "ID"
 

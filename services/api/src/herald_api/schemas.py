@@ -61,15 +61,10 @@ class PostCreate(BaseModel):
     status: Status = "draft"
 
 
-class PostPatch(BaseModel):
-    """A partial update: only the fields present change; ``null`` is not a value."""
+class PartialUpdate(BaseModel):
+    """A PATCH body: only the fields present change; ``null`` is not a value."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-
-    title: Title | None = None
-    body: Body | None = None
-    tags: Tags | None = None
-    status: Status | None = None
 
     @model_validator(mode="after")
     def _check_fields(self) -> Self:
@@ -79,6 +74,13 @@ class PostPatch(BaseModel):
             if getattr(self, name) is None:
                 raise ValueError(f"{name} must not be null")
         return self
+
+
+class PostPatch(PartialUpdate):
+    title: Title | None = None
+    body: Body | None = None
+    tags: Tags | None = None
+    status: Status | None = None
 
 
 class PostOut(BaseModel):

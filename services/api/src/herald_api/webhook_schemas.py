@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from herald_api.schemas import PartialUpdate
 from herald_shared.webhooks.matching import MAX_PATTERNS, check_pattern
 from herald_shared.webhooks.ssrf import MAX_URL_CHARS
 
@@ -67,11 +68,7 @@ class WebhookCreate(BaseModel):
     description: Description = ""
 
 
-class WebhookPatch(BaseModel):
-    """A partial update: only the fields present change; ``null`` is not a value."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
+class WebhookPatch(PartialUpdate):
     url: Url | None = None
     event_types: EventPatterns | None = None
     description: Description | None = None
@@ -79,15 +76,6 @@ class WebhookPatch(BaseModel):
         default=None,
         description="`true` re-enables a disabled webhook and clears its failure record.",
     )
-
-    @model_validator(mode="after")
-    def _check_fields(self) -> Self:
-        if not self.model_fields_set:
-            raise ValueError("at least one field must be given")
-        for name in self.model_fields_set:
-            if getattr(self, name) is None:
-                raise ValueError(f"{name} must not be null")
-        return self
 
 
 class WebhookOut(BaseModel):

@@ -62,14 +62,6 @@ router = APIRouter(prefix="/v1/posts", tags=["posts"])
 JSON = "application/json"
 _NOT_FOUND = "No post with this id is visible to you."
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Makes the request safe to retry: a replay returns the original response.",
-        examples=["2f1d9c1e-create-post-42"],
-    ),
-]
 IfMatch = Annotated[
     str | None,
     Header(alias="If-Match", description="Apply only if the post's ETag is still this one."),
@@ -129,7 +121,7 @@ async def create_post(
     payload: PostCreate,
     state: StateDep,
     principal: WritePrincipal,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: idempotency.IdempotencyKey = None,
 ) -> Response:
     key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
     fingerprint = idempotency.request_fingerprint("POST", router.prefix, payload.model_dump())

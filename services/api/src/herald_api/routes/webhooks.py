@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -58,13 +58,6 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 JSON = "application/json"
 _NOT_FOUND = "No webhook with this id belongs to your account."
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Makes the request safe to retry: a replay returns the original response.",
-    ),
-]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 
@@ -123,7 +116,7 @@ async def create_webhook(
     state: StateDep,
     principal: WritePrincipal,
     settings: WebhookSettingsDep,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: idempotency.IdempotencyKey = None,
 ) -> Response:
     _check_target(payload.url, settings)
     key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
