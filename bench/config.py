@@ -17,7 +17,7 @@ PHASES = ("http", "pipeline", "relay", "publish", "workers")
 @dataclass(frozen=True, slots=True)
 class BenchConfig:
     scale: float = 1.0
-    reps: int = 3
+    reps: int = 5
     #: Phases to run, or ``phase:scenario`` selectors (e.g. ``http:b1``); empty: everything.
     only: frozenset[str] = frozenset()
     posts: int = 1_000_000
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         default=1.0,
         help="multiply every duration and message count (0.05 for a smoke run)",
     )
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of each A/B case")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of each A/B case")
     parser.add_argument(
         "--only",
         default="",

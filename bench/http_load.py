@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.config import BenchConfig
 from bench.data import BenchData
-from bench.procs import Groups, machine_busy, wait_quiet
+from bench.procs import Groups, machine_busy, stolen_ticks, wait_quiet
 from bench.servers import Server, http_get, http_request, start_server
 from bench.wrk import WrkResult, run_wrk, script_for
 
@@ -168,6 +168,8 @@ class HttpRun:
     busy_before: float
     #: Share of all CPUs busy during the run (server, wrk, databases, anything else).
     busy_during: float
+    #: Share of CPU time the hypervisor gave to other machines during the run.
+    stolen: float
     cache: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -217,11 +219,11 @@ def _measure(
         busy_before = wait_quiet(config.quiet_share, config.seconds(config.quiet_wait_seconds))
         counts0, cache0 = server.requests_per_process(), server.cache_lookups()
         pids = server.group.members()
-        cpu0, (b0, t0) = server.group.cpu_seconds(), machine_busy()
+        cpu0, (b0, t0), s0 = server.group.cpu_seconds(), machine_busy(), stolen_ticks()
         result = run_wrk(
             url, script, args, seconds=config.seconds(config.measure_seconds), settings=config.wrk
         )
-        cpu1, (b1, t1) = server.group.cpu_seconds(), machine_busy()
+        cpu1, (b1, t1), s1 = server.group.cpu_seconds(), machine_busy(), stolen_ticks()
         counts1, cache1 = server.requests_per_process(), server.cache_lookups()
         # Only processes that ever answered (the supervisor may own an empty counter file).
         served = [n - counts0.get(p, 0) for p, n in counts1.items() if n > 0]
@@ -239,6 +241,7 @@ def _measure(
             server_cpu_us_per_request=(cpu1 - cpu0) / max(result.requests, 1) * 1e6,
             busy_before=round(busy_before, 3),
             busy_during=round((b1 - b0) / max(t1 - t0, 1), 3),
+            stolen=round((s1 - s0) / max(t1 - t0, 1), 3),
             cache={k: cache1.get(k, 0) - cache0.get(k, 0) for k in cache1},
         )
         runs.append(run)
@@ -256,6 +259,7 @@ def _print_run(run: HttpRun, members: int) -> None:
         f"  rep {run.rep + 1} {run.cell:<32} {r.rps:9,.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
         f"p99 {r.p99_ms:6.2f} ms  errors {errors:<6} shares {run.process_shares}  "
         f"cpu {run.server_cpu_us_per_request:5.0f} us/req  busy before {run.busy_before:.0%}"
+        f"  stolen {run.stolen:.1%}"
         f"{flag}",
         flush=True,
     )

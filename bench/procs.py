@@ -73,6 +73,12 @@ def machine_busy() -> tuple[int, int]:
     return busy, sum(values)
 
 
+def stolen_ticks() -> int:
+    """Clock ticks the hypervisor gave to other machines so far (``steal`` in ``/proc/stat``)."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return int(first[7]) if len(first) > 7 else 0
+
+
 def busy_share(seconds: float = 0.5) -> float:
     """The share (0..1) of all CPUs busy over the next ``seconds``."""
     b0, t0 = machine_busy()

@@ -92,6 +92,7 @@ def _http_rows(results: dict[str, Any]) -> list[list[str]]:
                 hit,
                 f"{s.kept}/{s.kept + s.discarded}",
                 _fmt(s.min_process_share, 2),
+                f"{s.max_busy_before:.0%} / {s.max_stolen:.1%}",
                 str(s.errors),
             ]
         )
@@ -145,6 +146,7 @@ def render(results: dict[str, Any]) -> str:
             "cache hits",
             "runs kept",
             "min process share",
+            "busy before / stolen (max)",
             "errors",
         ],
         _http_rows(results),

@@ -29,6 +29,9 @@ class CellSummary:
     cache_hit_ratio: float | None
     #: The smallest share of requests one server process answered in a kept run.
     min_process_share: float
+    #: The most any kept run found the machine busy before it started, and CPU time stolen.
+    max_busy_before: float
+    max_stolen: float
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -71,6 +74,8 @@ def summarize_http(runs: list[dict[str, Any]]) -> dict[str, CellSummary]:
             errors=sum(r["result"]["status_errors"] + r["result"]["socket_errors"] for r in kept),
             cache_hit_ratio=hits / (hits + misses) if hits + misses else None,
             min_process_share=min((min(r["process_shares"]) for r in kept), default=math.nan),
+            max_busy_before=max((r["busy_before"] for r in kept), default=math.nan),
+            max_stolen=max((r.get("stolen", 0.0) for r in kept), default=math.nan),
         )
     return summaries
 
