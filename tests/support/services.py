@@ -228,7 +228,12 @@ class Processes:
 
     def start(self, label: str, args: list[str], env: Mapping[str, str]) -> ServiceProcess:
         log_path = self.log_dir / f"{label}-{len(self.started)}.log"
-        process = start_process(args, {**self.base_env(), **env}, log_path=log_path)
+        merged = {**self.base_env(), **env}
+        # The process declares retry queues named after its delays: remember them for cleanup.
+        delays = merged.get("HERALD_CONSUMER_RETRY_DELAYS_SECONDS")
+        if delays:
+            self.retry_delays.add(tuple(float(d) for d in json.loads(delays)))
+        process = start_process(args, merged, log_path=log_path)
         service = ServiceProcess(label, process, log_path)
         self.started.append(service)
         return service
