@@ -62,8 +62,9 @@ def configure_tracing(service: str, settings: TelemetrySettings) -> TracerProvid
             "service.instance.id": f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         }
     )
-    sampler = ParentBased(
-        TraceIdRatioBased(settings.sample_ratio) if settings.enabled else ALWAYS_OFF
+    # Off means off: not even a sampled parent from another service records spans here.
+    sampler = (
+        ParentBased(TraceIdRatioBased(settings.sample_ratio)) if settings.enabled else ALWAYS_OFF
     )
     provider = TracerProvider(resource=resource, sampler=sampler)
     if settings.enabled:
@@ -71,10 +72,12 @@ def configure_tracing(service: str, settings: TelemetrySettings) -> TracerProvid
             BatchSpanProcessor(_exporter(service, settings), schedule_delay_millis=500)
         )
     trace.set_tracer_provider(provider)
-    AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
-    RedisInstrumentor().instrument(tracer_provider=provider)
-    AioPikaInstrumentor().instrument(tracer_provider=provider)
-    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    if settings.enabled:
+        # Off, they would wrap every query, command and publish to make spans nobody records.
+        AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+        RedisInstrumentor().instrument(tracer_provider=provider)
+        AioPikaInstrumentor().instrument(tracer_provider=provider)
+        HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     _configured = provider
     return provider
 

@@ -128,7 +128,8 @@ def create_lifespan(
     return lifespan
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # A coroutine: FastAPI runs a plain ``def`` dependency in a worker thread, on every request.
     state: AppState = request.state.herald
     return state
 

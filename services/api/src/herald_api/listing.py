@@ -28,7 +28,7 @@ class PageParams:
     cursor: str | None
 
 
-def page_params(
+async def page_params(
     author: Annotated[uuid.UUID | None, Query(description="Author's account id")] = None,
     tag: Annotated[str | None, Query(pattern=TAG_PATTERN)] = None,
     status: Status | None = None,

@@ -9,6 +9,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from herald_api.body_limit import BodyLimitMiddleware
@@ -30,6 +31,9 @@ Authenticate every `/v1` request with `Authorization: Bearer <api key>`
 """
 
 
+NATIVE_TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
@@ -37,6 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=create_lifespan(settings),
+        # Requests are traced by the OpenTelemetry ASGI instrumentation below, and metered by
+        # Prometheus; FastAPI's own telemetry would wrap every request and dependency again.
+        telemetry=NATIVE_TELEMETRY_OFF,
     )
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)

@@ -62,7 +62,7 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 
 
-def webhook_settings(state: StateDep) -> WebhookSettings:
+async def webhook_settings(state: StateDep) -> WebhookSettings:
     return state.settings.webhooks
 
 
