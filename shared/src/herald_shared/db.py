@@ -3,6 +3,11 @@
 Every connection carries a deadline: a connect timeout, an acquire timeout, a client-side
 command timeout and (unless running behind PgBouncer) server-side statement and
 idle-in-transaction timeouts as a backstop.
+
+Connections go back to the pool without a reset query: Herald keeps no session state (advisory
+locks are transaction-scoped, no LISTEN, no session SET, no held cursors), so asyncpg's
+``RESET ALL``/``UNLISTEN *``/``pg_advisory_unlock_all()`` would be one wasted round trip per
+borrow. An open transaction is still rolled back on release.
 """
 
 from __future__ import annotations
@@ -19,6 +24,13 @@ from herald_shared.settings import DatabaseSettings
 
 #: A connection as handlers and repositories receive it: direct, or borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
+
+
+class StatelessConnection(asyncpg.Connection):
+    """A pooled connection released without a reset query (see the module's docstring)."""
+
+    def get_reset_query(self) -> str:
+        return ""
 
 
 #: Errors meaning "the database cannot be reached right now" rather than "the query is wrong".
@@ -58,6 +70,7 @@ def pool_options(settings: DatabaseSettings, application_name: str) -> dict[str,
         "timeout": settings.connect_timeout_seconds,
         "command_timeout": settings.command_timeout_seconds,
         "max_inactive_connection_lifetime": settings.max_inactive_connection_lifetime_seconds,
+        "connection_class": StatelessConnection,
     }
     if settings.pgbouncer:
         # Transaction pooling hands each transaction to any server connection: a named
