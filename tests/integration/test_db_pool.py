@@ -45,10 +45,10 @@ async def test_a_transaction_left_open_is_rolled_back_on_release(database_dsn: s
             async with db.writer() as conn:
                 transaction = conn.transaction()
                 await transaction.start()
-                await conn.execute(f"INSERT INTO {table} VALUES (1)")  # noqa: S608
+                await conn.execute(f"INSERT INTO {table} VALUES (1)")
             async with db.writer() as conn:
                 assert not conn.is_in_transaction()
-                assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0  # noqa: S608
+                assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0
         finally:
             async with db.writer() as conn:
                 await conn.execute(f"DROP TABLE {table}")
