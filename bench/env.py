@@ -14,8 +14,10 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
@@ -124,9 +126,44 @@ class BenchEnv:
         queues, exchanges = broker_names(self.namespace)
         if queues or exchanges:
             problems.append(f"broker objects left: {queues + exchanges}")
+        if vhost_exists(self.namespace):
+            problems.append(f"RabbitMQ virtual host {self.namespace} is left")
         if not keep_work:
             shutil.rmtree(self.work, ignore_errors=True)
         return problems
+
+
+def _rabbitmqctl(*args: str) -> str:
+    return subprocess.run(  # noqa: S603
+        ["rabbitmqctl", "-q", *args],  # noqa: S607
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+
+
+@contextlib.contextmanager
+def private_vhost(amqp_url: str, name: str) -> Iterator[str]:
+    """A RabbitMQ virtual host of the run's own, for a client (Celery) that declares broker-wide
+    names of its own (``celery_delayed_*``); deleting the vhost removes everything in it.
+    Yields the AMQP URL of the vhost."""
+    parts = urlsplit(amqp_url)
+    _rabbitmqctl("add_vhost", name)
+    try:
+        _rabbitmqctl(
+            "set_permissions", "-p", name, unquote(parts.username or "guest"), ".*", ".*", ".*"
+        )
+        yield urlunsplit(parts._replace(path="/" + quote(name, safe="")))
+    finally:
+        _rabbitmqctl("delete_vhost", name)
+
+
+def vhost_exists(name: str) -> bool:
+    try:
+        return name in _rabbitmqctl("list_vhosts", "name").split()
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def broker_names(namespace: str) -> tuple[list[str], list[str]]:

@@ -9,11 +9,16 @@ same way: one Redis ``INCR`` per message). Cases, interleaved per repetition:
 - ``herald-2``: two such processes on the same queue;
 - ``celery-solo``: ``-P solo``, prefetch 32, late acks;
 - ``celery-prefork2``: ``-P prefork -c 2``, prefetch 2 x 16, late acks.
+
+Celery runs in a RabbitMQ virtual host of the run's own (named like the run's namespace): with
+quorum queues it declares broker-wide delayed-delivery queues and exchanges
+(``celery_delayed_*``), and deleting the vhost afterwards removes them with everything else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,7 +28,7 @@ import asyncpg
 import redis
 
 from bench.config import BenchConfig
-from bench.env import BenchEnv
+from bench.env import BenchEnv, private_vhost
 from bench.procs import BIN, CLOCK_TICKS, Group, Groups, cpu_seconds, machine_busy, pids_named
 from bench.stats import Spread
 from herald_shared.events import EventEnvelope, PostCreated
@@ -132,7 +137,13 @@ def _cpu(started: list[Group], servers: dict[str, list[int]]) -> dict[str, float
 
 
 def _run_case(
-    case: Case, groups: Groups, env: BenchEnv, process_env: dict[str, str], messages: int, rep: int
+    case: Case,
+    groups: Groups,
+    env: BenchEnv,
+    process_env: dict[str, str],
+    messages: int,
+    rep: int,
+    celery_url: str,
 ) -> tuple[float, dict[str, float]]:
     """Messages per second from the first to the last handled, and the CPU used meanwhile
     (cores: CPU seconds per second) by the workers, PostgreSQL, RabbitMQ, Redis, the machine."""
@@ -142,9 +153,10 @@ def _run_case(
     if case.runtime == "herald":
         asyncio.run(fill_herald_queue(amqp, messages))
     else:
-        _fill_celery(queue, env.amqp_url, messages)
+        _fill_celery(queue, celery_url, messages)
     case_env = {
         **process_env,
+        **({} if case.runtime == "herald" else {"HERALD_AMQP_URL": celery_url}),
         "BENCH_COUNTER_KEY": key,
         "BENCH_EXPECTED": str(messages),
         "BENCH_CELERY_QUEUE": queue,
@@ -191,16 +203,20 @@ def run_workers(
     cases = [c for c in CASES if config.wants("workers", c.name)]
     rates: dict[str, list[float]] = {c.name: [] for c in cases}
     cores: dict[str, list[dict[str, float]]] = {c.name: [] for c in cases}
-    for rep in range(config.reps):
-        for case in cases:
-            rate, used = _run_case(case, groups, env, process_env, messages, rep)
-            rates[case.name].append(rate)
-            cores[case.name].append({k: round(v, 2) for k, v in used.items()})
-            print(
-                f"  rep {rep + 1} {case.title:<30} {rate:8,.0f} messages/s  "
-                f"CPU (cores) {cores[case.name][-1]}",
-                flush=True,
-            )
+    with contextlib.ExitStack() as stack:
+        celery_url = env.amqp_url
+        if any(c.runtime == "celery" for c in cases):
+            celery_url = stack.enter_context(private_vhost(env.amqp_url, env.namespace))
+        for rep in range(config.reps):
+            for case in cases:
+                rate, used = _run_case(case, groups, env, process_env, messages, rep, celery_url)
+                rates[case.name].append(rate)
+                cores[case.name].append({k: round(v, 2) for k, v in used.items()})
+                print(
+                    f"  rep {rep + 1} {case.title:<30} {rate:8,.0f} messages/s  "
+                    f"CPU (cores) {cores[case.name][-1]}",
+                    flush=True,
+                )
     return {
         "messages": messages,
         "prefetch": PREFETCH,
