@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from herald_api.auth import AuthenticationError, Principal, authenticate
-from herald_api.lifespan import AppState, StateDep
+from herald_api.lifespan import AppState, StateDep, get_state
 from herald_api.problems import Problem
 from herald_api.ratelimit import LimitResult, RateLimitUnavailableError
 from herald_api.request_context import add_response_headers, set_account_of
@@ -54,11 +54,11 @@ async def spend(
     return result
 
 
-async def current_principal(
-    request: Request,
-    state: StateDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Principal:
+async def current_principal(request: Request) -> Principal:
+    # State and header read here rather than declared as parameters: every dependency level
+    # FastAPI solves costs on each request, and this one runs on every request there is.
+    state = await get_state(request)
+    authorization = request.headers.get("authorization")
     try:
         principal = await authenticate(authorization, state.db, state.keys)
     except AuthenticationError as exc:
