@@ -2,7 +2,9 @@
 
 - Resource: service.name (herald-api, herald-worker, herald-cache-invalidator), service.version,
   service.instance.id.
-- Sampling: parent-based, with ``HERALD_TRACE_SAMPLE_RATIO`` for traces that start here.
+- Sampling: parent-based, with ``HERALD_TRACE_SAMPLE_RATIO`` for traces that start here. An edge
+  that decides before its instrumentation runs (the API's ``HeadSampling``) marks the requests
+  it admitted in ``EDGE_ADMITTED``, and the root sampler records exactly those.
 - Export: OTLP over HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (Jaeger in docker-compose),
   otherwise JSON lines under ``HERALD_TRACE_DIR`` for ``herald trace``.
 - Instrumentation: the official asyncpg, redis, aio-pika and httpx instrumentations (the API adds
@@ -15,9 +17,12 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Sequence
+from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
@@ -25,12 +30,54 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 from herald_shared.settings import TelemetrySettings
 from herald_shared.trace_files import JsonLinesSpanExporter
 
 _configured: TracerProvider | None = None
+
+#: True while the edge runs a request it decided to trace (see ``EdgeRatioSampler``). A plain
+#: context variable, not an OpenTelemetry context key: the server instrumentation replaces the
+#: OpenTelemetry context with the one it extracts from the request's headers.
+EDGE_ADMITTED: ContextVar[bool] = ContextVar("herald_edge_admitted", default=False)
+
+
+class EdgeRatioSampler(Sampler):
+    """The root sampler: records a trace the edge admitted (``EDGE_ADMITTED``), and otherwise
+    keeps traces by their id at the ratio (``TraceIdRatioBased``)."""
+
+    def __init__(self, ratio: float) -> None:
+        self._ratio = TraceIdRatioBased(ratio)
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if EDGE_ADMITTED.get():
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
+        return self._ratio.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"EdgeRatioSampler{{{self._ratio.rate}}}"
 
 
 def _version() -> str:
@@ -64,7 +111,7 @@ def configure_tracing(service: str, settings: TelemetrySettings) -> TracerProvid
     )
     # Off means off: not even a sampled parent from another service records spans here.
     sampler = (
-        ParentBased(TraceIdRatioBased(settings.sample_ratio)) if settings.enabled else ALWAYS_OFF
+        ParentBased(EdgeRatioSampler(settings.sample_ratio)) if settings.enabled else ALWAYS_OFF
     )
     provider = TracerProvider(resource=resource, sampler=sampler)
     if settings.enabled:

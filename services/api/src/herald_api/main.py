@@ -13,6 +13,7 @@ from fastapi.telemetry import TelemetryConfig
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from herald_api.body_limit import BodyLimitMiddleware
+from herald_api.head_sampling import sample_at_the_edge
 from herald_api.lifespan import create_lifespan
 from herald_api.problems import install_problem_handlers, problems_as_problem_json
 from herald_api.request_context import RequestContextMiddleware
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.telemetry.enabled:
         # Outermost, so the request's span is current in every middleware and handler.
         FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
+        # Outside even that: unsampled requests skip the instrumentation altogether.
+        sample_at_the_edge(app, settings.telemetry.sample_ratio)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(posts.router)
