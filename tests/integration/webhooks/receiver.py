@@ -73,9 +73,11 @@ class Receiver:
         self.secret: str | None = None
         self.requests: list[Received] = []
         self.accepted = 0
+        #: Connections open at once, now and at most so far.
+        self.open = 0
+        self.most_open = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._release = asyncio.Event()
         self.port = 0
 
     @property
@@ -88,7 +90,6 @@ class Receiver:
         return self
 
     async def stop(self) -> None:
-        self._release.set()
         for writer in list(self._writers):
             writer.transport.abort()
         if self._server is not None:
@@ -129,6 +130,8 @@ class Receiver:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
         self._writers.add(writer)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -147,7 +150,7 @@ class Receiver:
             )
             reply = self.behaviour(index)
             if reply is None:
-                await self._release.wait()
+                await reader.read()  # hang until the caller gives up or the receiver stops
                 return
             extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
             writer.write(
@@ -159,6 +162,7 @@ class Receiver:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.open -= 1
             self._writers.discard(writer)
             with contextlib.suppress(ConnectionError):
                 writer.close()
