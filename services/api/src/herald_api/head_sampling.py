@@ -23,6 +23,7 @@ from collections.abc import Callable
 from opentelemetry.context import attach, detach
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from herald_shared.telemetry import EDGE_ADMITTED
@@ -71,11 +72,12 @@ class HeadSampling:
                     detach(token)
 
 
-def sample_at_the_edge(app: ASGIApp, ratio: float) -> None:
-    """Wrap ``app``'s middleware stack (a Starlette app's, as built) in ``HeadSampling``."""
-    build: Callable[[], ASGIApp] = app.build_middleware_stack  # type: ignore[attr-defined]
+def sample_at_the_edge(app: Starlette, ratio: float) -> None:
+    """Wrap ``app``'s whole middleware stack, as built, in ``HeadSampling`` (the way the
+    FastAPI instrumentation wraps it in its own middleware)."""
+    build = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
         return HeadSampling(build(), ratio)
 
-    app.build_middleware_stack = build_middleware_stack  # type: ignore[attr-defined]
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
