@@ -45,7 +45,7 @@ def _unsampled_context_span() -> NonRecordingSpan:
 
 
 class HeadSampling:
-    """ASGI middleware; install it outside the OpenTelemetry instrumentation (``around``)."""
+    """ASGI middleware for outside the OpenTelemetry instrumentation (``sample_at_the_edge``)."""
 
     def __init__(
         self, app: ASGIApp, ratio: float, *, chance: Callable[[], float] = random.random
