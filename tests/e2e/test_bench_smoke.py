@@ -1,6 +1,7 @@
 """The benchmark harness keeps working: ``python -m bench`` at a tiny scale, on two scenarios
 (a bare baseline and Herald's cached GET), end to end — its own database, servers in their own
-process groups, wrk, the report, the JSON and the plot — and leaves nothing behind."""
+process groups, wrk, the report, the JSON and the plot — and leaves nothing behind; and the
+in-process CPU measure (``python -m bench.inprocess``) on a few requests."""
 
 from __future__ import annotations
 
@@ -61,3 +62,20 @@ def test_bench_harness_runs_a_tiny_benchmark(tmp_path: Path) -> None:
     assert verdicts["cached GET >= 0.85 x B2"] == "not measured"  # B2 was not selected
     assert "herald/get_cached" in (tmp_path / "benchmarks.md").read_text()
     assert (tmp_path / "benchmarks" / "throughput.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("case", ["herald/get_cached", "herald/post", "baselines/b2"])
+def test_the_in_process_measure_runs(case: str) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", case, "--requests", "20", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    output = completed.stdout[-4000:] + completed.stderr[-4000:]
+    assert completed.returncode == 0, output
+    assert f"{case}: " in completed.stdout, output
+    assert "us CPU per request" in completed.stdout, output
+    assert "LEFT BEHIND" not in output
