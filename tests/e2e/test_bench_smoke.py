@@ -18,27 +18,10 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_harness_runs_a_tiny_benchmark(tmp_path: Path) -> None:
-    if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (make tools installs it)")
+def _run(module: str, *args: str) -> tuple[str, str]:
+    """Run ``python -m module args`` from the repository; (stdout, the end of both streams)."""
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--scale",
-            "0.05",
-            "--reps",
-            "1",
-            "--posts",
-            "300",
-            "--connections",
-            "8",
-            "--only",
-            "http:baselines/b1,http:herald/get_cached",
-            "--out",
-            str(tmp_path),
-        ],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -47,6 +30,27 @@ def test_bench_harness_runs_a_tiny_benchmark(tmp_path: Path) -> None:
     )
     output = completed.stdout[-4000:] + completed.stderr[-4000:]
     assert completed.returncode == 0, output
+    return completed.stdout, output
+
+
+def test_bench_harness_runs_a_tiny_benchmark(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (make tools installs it)")
+    _, output = _run(
+        "bench",
+        "--scale",
+        "0.05",
+        "--reps",
+        "1",
+        "--posts",
+        "300",
+        "--connections",
+        "8",
+        "--only",
+        "http:baselines/b1,http:herald/get_cached",
+        "--out",
+        str(tmp_path),
+    )
 
     results = json.loads((tmp_path / "latest.json").read_text())
     runs = results["http_runs"]
@@ -66,16 +70,7 @@ def test_bench_harness_runs_a_tiny_benchmark(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", ["herald/get_cached", "herald/post", "baselines/b2"])
 def test_the_in_process_measure_runs(case: str) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.inprocess", case, "--requests", "20", "--rounds", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-    )
-    output = completed.stdout[-4000:] + completed.stderr[-4000:]
-    assert completed.returncode == 0, output
-    assert f"{case}: " in completed.stdout, output
-    assert "us CPU per request" in completed.stdout, output
+    stdout, output = _run("bench.inprocess", case, "--requests", "20", "--rounds", "1")
+    assert f"{case}: " in stdout, output
+    assert "us CPU per request" in stdout, output
     assert "LEFT BEHIND" not in output
