@@ -171,13 +171,7 @@ def broker_names(namespace: str) -> tuple[list[str], list[str]]:
 
     def names(kind: str) -> list[str]:
         try:
-            out = subprocess.run(  # noqa: S603
-                ["rabbitmqctl", "-q", f"list_{kind}", "name"],  # noqa: S607
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=True,
-            ).stdout
+            out = _rabbitmqctl(f"list_{kind}", "name")
         except (OSError, subprocess.SubprocessError):
             return []
         return [n for n in out.split() if n.startswith(f"{namespace}.")]

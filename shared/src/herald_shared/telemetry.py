@@ -7,9 +7,9 @@
   it admitted in ``EDGE_ADMITTED``, and the root sampler records exactly those.
 - Export: OTLP over HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (Jaeger in docker-compose),
   otherwise JSON lines under ``HERALD_TRACE_DIR`` for ``herald trace``.
-- Instrumentation: the official asyncpg, redis, aio-pika and httpx instrumentations (the API adds
-  FastAPI's). aio-pika's carries the context in message headers; the outbox carries the
-  request's context to the relay, which publishes under it.
+- Instrumentation, only while tracing is enabled: the official asyncpg, redis, aio-pika and httpx
+  instrumentations (the API adds FastAPI's). aio-pika's carries the context in message
+  headers; the outbox carries the request's context to the relay, which publishes under it.
 """
 
 from __future__ import annotations
