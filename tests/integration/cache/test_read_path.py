@@ -154,11 +154,20 @@ async def test_concurrent_misses_of_one_post_read_the_database_once(
     at the same time, the test holds an ACCESS EXCLUSIVE lock on ``posts``: the first miss's
     read blocks on it (PostgreSQL shows exactly one backend waiting), and the lock is only
     released once the rate limiter has counted all 50 requests, i.e. once each of them has
-    missed the cache (the entry is fetched by the same script) and is waiting for the read."""
+    missed the cache (the entry is fetched by the same script) and is waiting for the read.
+
+    The app runs in the test's own event loop, where a pause (a full garbage collection late
+    in a long run) can outlast Redis's 100 ms connect and socket timeouts: the limiter would
+    fail open and the request go uncounted. Counting is how this test sees the requests
+    arrive, so its Redis deadlines are generous; failing open is tested on its own
+    (``test_paused_redis``)."""
     pool_size = 4
     settings = replace(
         settings,
         db=DatabaseSettings(dsn=database_dsn, pool_min_size=pool_size, pool_max_size=pool_size),
+        redis=settings.redis.model_copy(
+            update={name: 5.0 for name in ("connect_timeout_seconds", "socket_timeout_seconds")}
+        ),
     )
     author, reader = await make_key(), await make_key()
     async with running_api(settings) as api:
