@@ -174,7 +174,18 @@ async def retry_transient(
 
     Only whitelisted exception types are retried: cancellation and anything unexpected
     propagate at once.
+
+    The first attempt runs before tenacity is set up: nearly every call succeeds at once, and
+    tenacity's per-call set-up (its state, and an ``inspect`` of each of its strategies) cost
+    more than a cache read. A transient failure of that attempt is handed to tenacity as the
+    outcome of its own first attempt, so backoff, logging and the attempt count are tenacity's.
     """
+    try:
+        return await operation()
+    except policy.retry_on as exc:
+        if policy.attempts <= 1:
+            raise
+        first_failure: BaseException | None = exc
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.attempts),
         wait=wait_exponential_jitter(
@@ -186,5 +197,8 @@ async def retry_transient(
     )
     async for attempt in retrying:
         with attempt:
+            if first_failure is not None:
+                failure, first_failure = first_failure, None
+                raise failure
             return await operation()
     raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover

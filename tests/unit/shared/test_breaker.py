@@ -296,6 +296,17 @@ async def test_retry_transient_stops_after_its_attempts_with_the_last_error() ->
     assert raised.value is errors[QUICK.attempts - 1]
 
 
+async def test_a_single_attempt_policy_raises_its_one_failure_without_a_retry() -> None:
+    error = ConnectionError("once")
+    operation = Flaky(error)
+    policy = RetryPolicy(attempts=1, initial_delay=0.01, max_delay=0.01, retry_on=(OSError,))
+    with capture_logs() as logs, pytest.raises(ConnectionError) as raised:
+        await retry_transient(operation, policy=policy, log_name="dep.get")
+    assert raised.value is error
+    assert operation.calls == 1
+    assert not [entry for entry in logs if entry["event"] == "retrying"]
+
+
 async def test_retry_transient_does_not_retry_cancellation() -> None:
     operation = Flaky(asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
