@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from herald_shared.db import UNAVAILABLE_ERRORS, Database
 from herald_shared.events import EventEnvelope
+from herald_shared.messaging import inbox
 from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
 from herald_shared.messaging.handlers import (
     Delivery,
@@ -101,7 +102,7 @@ class Consumer:
         each committed inbox transaction (e.g. to wake an outbox relay)."""
         if any(spec.uses_inbox for spec in handlers) and db is None:
             raise ValueError("handlers that use the inbox need a database")
-        self.name = name
+        self.name = inbox.check_consumer_name(name)
         self.queues: ConsumerQueues = consumer_queues(
             amqp.namespace,
             name,
@@ -354,21 +355,19 @@ class Consumer:
                 await spec.handle(envelope, delivery)
             return
         assert self._db is not None
-        async with self._db.writer() as conn, conn.transaction():
-            first_time = await conn.fetchval(
-                """
-                INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
-                ON CONFLICT DO NOTHING RETURNING true
-                """,
-                self.name,
-                envelope.id,
-            )
-            if not first_time:
+        async with self._db.writer() as conn:
+            if not await inbox.open_inbox(conn, self.name, envelope.id):
+                await inbox.rollback(conn)
                 _log.info("duplicate event skipped", consumer=self.name, event_id=str(envelope.id))
                 return
             delivery = Delivery(self.name, envelope.id, attempt, conn)
-            for spec in specs:
-                await spec.handle(envelope, delivery)
+            try:
+                for spec in specs:
+                    await spec.handle(envelope, delivery)
+            except BaseException:
+                await inbox.rollback(conn)
+                raise
+            await inbox.commit(conn)
         if self._after_commit is not None:
             self._after_commit()
 

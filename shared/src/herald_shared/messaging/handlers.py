@@ -42,7 +42,9 @@ class Delivery:
     event_id: uuid.UUID
     #: 1 for the first delivery; grows with each trip through the retry queues.
     attempt: int
-    #: The open transaction holding this event's inbox row (``uses_inbox`` handlers only).
+    #: The connection whose open transaction holds this event's inbox row (``uses_inbox``
+    #: handlers only). The transaction is begun in SQL (``herald_shared.messaging.inbox``), so
+    #: asyncpg's ``tx.transaction()`` cannot nest in it: use ``SAVEPOINT`` to nest.
     tx: Connection | None
 
 
