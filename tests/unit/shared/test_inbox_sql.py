@@ -6,7 +6,9 @@ import uuid
 
 import pytest
 
+from herald_shared.messaging.consumer import Consumer
 from herald_shared.messaging.inbox import _claim_sql, check_consumer_name
+from herald_shared.settings import AmqpSettings, ConsumerSettings
 
 
 @pytest.mark.parametrize("name", ["worker", "cache-invalidator", "bench.throughput_2", "t0a1b2c3"])
@@ -35,8 +37,5 @@ def test_an_event_id_that_is_not_a_uuid_object_is_refused() -> None:
 
 
 def test_a_consumer_with_an_unusable_name_is_refused_at_construction() -> None:
-    from herald_shared.messaging.consumer import Consumer
-    from herald_shared.settings import AmqpSettings, ConsumerSettings
-
     with pytest.raises(ValueError, match="does not match"):
         Consumer("Bad Name", [], db=None, amqp=AmqpSettings(), settings=ConsumerSettings())

@@ -50,7 +50,7 @@ async def open_inbox(conn: Connection, consumer: str, event_id: uuid.UUID) -> bo
     same event at the same time waits here until the first one's transaction ends.
     """
     status = await conn.execute(_claim_sql(consumer, event_id))
-    return bool(status == "INSERT 0 1")
+    return status == "INSERT 0 1"
 
 
 async def commit(conn: Connection) -> None:
