@@ -23,6 +23,8 @@ from bench.procs import BIN, Group, Groups
 
 HOST = "127.0.0.1"
 READY_SECONDS = 60.0
+#: A multi-process file starts with the 4-byte count of bytes used, and 4 of padding.
+_HEADER_BYTES = 8
 
 
 def free_port() -> int:
@@ -54,17 +56,32 @@ def http_request(
         conn.close()
 
 
+def metric_entries(path: Path) -> list[tuple[str, str, dict[str, str], float]]:
+    """The (metric, sample, labels, value) entries of one Prometheus multi-process file.
+
+    A server process creates its file empty and only then sizes it (``MmapedDict``: open,
+    truncate, map), so a reader can find it at 0 bytes: that file holds no value yet. The size
+    only ever grows from 0 to the whole initial map, so a file seen non-empty stays readable.
+    """
+    try:
+        if path.stat().st_size < _HEADER_BYTES:
+            return []
+        raw = MmapedDict.read_all_values_from_file(str(path))  # type: ignore[no-untyped-call]
+        entries = []
+        for key, value, _, _ in raw:
+            metric, name, labels, _ = json.loads(key)
+            entries.append((metric, name, labels, value))
+    except OSError:  # the process's file was removed meanwhile
+        return []
+    return entries
+
+
 def read_counters(directory: Path, sample: str) -> dict[int, dict[str, float]]:
     """Per server process (pid): the counter ``sample``'s values by label set (as JSON)."""
     values: dict[int, dict[str, float]] = defaultdict(dict)
     for path in directory.glob("counter_*.db"):
         pid = int(path.stem.split("_")[1])
-        try:
-            entries = MmapedDict.read_all_values_from_file(str(path))  # type: ignore[no-untyped-call]
-        except (OSError, ValueError):
-            continue
-        for key, value, _, _ in entries:
-            _, name, labels, _ = json.loads(key)
+        for _, name, labels, value in metric_entries(path):
             if name == sample:
                 values[pid][json.dumps(labels, sort_keys=True)] = value
     return dict(values)
