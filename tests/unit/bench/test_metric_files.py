@@ -12,12 +12,12 @@ from bench.servers import read_counters
 
 
 def _write_counter(path: Path, sample: str, labels: dict[str, str], value: float) -> None:
-    values = MmapedDict(str(path))
+    values = MmapedDict(str(path))  # type: ignore[no-untyped-call]
     try:
         key = mmap_key(sample, sample, list(labels), list(labels.values()), "help")
-        values.write_value(key, value, 0.0)
+        values.write_value(key, value, 0.0)  # type: ignore[no-untyped-call]
     finally:
-        values.close()
+        values.close()  # type: ignore[no-untyped-call]
 
 
 def test_a_file_created_but_not_yet_sized_holds_no_values(tmp_path: Path) -> None:
