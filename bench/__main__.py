@@ -29,9 +29,9 @@ from bench.pipeline import run_pipeline
 from bench.procs import Groups
 from bench.relay import publish_modes, relay_rate
 from bench.report import machine_info, write_outputs
+from bench.seams import AmqpSettings
 from bench.workers import run_workers
 from bench.wrk import require_wrk
-from herald_shared.settings import AmqpSettings
 
 
 def _stop_on_signal(signum: int, frame: FrameType | None) -> None:

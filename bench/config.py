@@ -31,8 +31,18 @@ class BenchConfig:
     quiet_wait_seconds: float = 10.0
     #: Discard a run where one API process served less than this share of the requests.
     min_process_share: float = 0.35
-    pipeline_rates: tuple[int, ...] = (200, 500, 1000)
+    #: Fixed rates of the latency targets, run first (writes per second).
+    pipeline_rates: tuple[int, ...] = (200, 500)
     pipeline_seconds: float = 10.0
+    #: How long after the last write every event must be handled and invalidated.
+    pipeline_drain_seconds: float = 10.0
+    #: The search for the highest sustained rate: bounds, resolution, at most this many probes.
+    search_low: int = 100
+    search_high: int = 2000
+    search_resolution: float = 0.1
+    search_probes: int = 6
+    #: The list-page case: writes per second while the first page is read.
+    list_writes_per_second: float = 10.0
     relay_rows: int = 20_000
     publish_messages: int = 5_000
     worker_messages: int = 10_000
@@ -61,7 +71,7 @@ class BenchConfig:
 def parse_args(argv: list[str] | None = None) -> BenchConfig:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark Herald's hot paths against bare baselines and Celery.",
+        description="Benchmark Herald's hot paths against bare baselines and peer stacks.",
     )
     parser.add_argument(
         "--scale",

@@ -1,13 +1,15 @@
-"""A consumer process on Herald's shared runtime (``herald_shared.messaging``), as the worker
-runs it — robust connection, prefetch, inbox deduplication in one transaction, ack — with a
-handler of the benchmark's. Run as ``python -m bench.consumer_app``; configured by environment:
+"""A consumer process on Herald's consumer runtime, as the worker runs it — robust connection,
+prefetch, concurrency, ack, retries — with the benchmark's trivial task: one Redis ``INCR`` per
+message (the first and the ``BENCH_EXPECTED``-th store their time), exactly as the Celery,
+Dramatiq and FastStream tasks of ``bench.peer_consumers`` are timed.
+
+Run as ``python -m bench.consumer_app``; configured by environment:
 
 - ``BENCH_CONSUMER``: the consumer (queue) name;
-- ``BENCH_MODE=record``: the handler records ``(event_id, aggregate_id, clock_timestamp())`` in
-  ``bench_handled`` inside the inbox transaction (commit → handled latency, lost, duplicated);
-- ``BENCH_MODE=count``: a trivial task — nothing but the inbox row — timed with one Redis
-  ``INCR`` per message (the first and the ``BENCH_EXPECTED``-th store their time), exactly as
-  the Celery task of ``bench.celery_app`` is timed;
+- ``BENCH_IDEMPOTENT``: ``1`` registers the task as idempotent by construction (the runtime
+  skips the inbox); otherwise it runs inside the inbox transaction, which records the event as
+  applied (one PostgreSQL transaction per message);
+- ``BENCH_COUNTER_KEY``, ``BENCH_EXPECTED``: the Redis key prefix and the message count;
 - the usual ``HERALD_DB_*``, ``HERALD_AMQP_*``, ``HERALD_REDIS_URL`` and ``HERALD_CONSUMER_*``.
 """
 
@@ -19,31 +21,20 @@ import time
 import redis.asyncio as redis
 import uvloop
 
-from herald_shared.db import create_database
-from herald_shared.events import EventEnvelope
-from herald_shared.logs import configure_logging
-from herald_shared.messaging.consumer import Consumer
-from herald_shared.messaging.handlers import Delivery, Handle, HandlerSpec
-from herald_shared.messaging.service import serve
-from herald_shared.settings import AmqpSettings, ConsumerSettings, DatabaseSettings, LogSettings
-
-HANDLED_TABLE = """
-CREATE TABLE IF NOT EXISTS bench_handled (
-    event_id uuid NOT NULL, aggregate_id uuid NOT NULL,
-    handled_at timestamptz NOT NULL DEFAULT clock_timestamp())
-"""
-
-
-def record_handler() -> Handle:
-    async def handle(event: EventEnvelope, delivery: Delivery) -> None:
-        assert delivery.tx is not None
-        await delivery.tx.execute(
-            "INSERT INTO bench_handled (event_id, aggregate_id) VALUES ($1, $2)",
-            event.id,
-            event.aggregate_id,
-        )
-
-    return handle
+from bench.seams import (
+    AmqpSettings,
+    Consumer,
+    ConsumerSettings,
+    DatabaseSettings,
+    Delivery,
+    EventEnvelope,
+    Handle,
+    LogSettings,
+    configure_logging,
+    create_database,
+    handler_spec,
+    serve,
+)
 
 
 def count_handler(client: redis.Redis, key: str, expected: int) -> Handle:
@@ -59,19 +50,16 @@ def count_handler(client: redis.Redis, key: str, expected: int) -> Handle:
 
 async def main() -> None:
     name = os.environ["BENCH_CONSUMER"]
-    mode = os.environ.get("BENCH_MODE", "record")
+    idempotent = os.environ.get("BENCH_IDEMPOTENT") == "1"
     client = redis.Redis.from_url(os.environ.get("HERALD_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    if mode == "count":
-        handle = count_handler(
-            client, os.environ["BENCH_COUNTER_KEY"], int(os.environ["BENCH_EXPECTED"])
-        )
-    else:
-        handle = record_handler()
+    handle = count_handler(
+        client, os.environ["BENCH_COUNTER_KEY"], int(os.environ["BENCH_EXPECTED"])
+    )
     try:
         async with create_database(DatabaseSettings(), application_name=f"bench-{name}") as db:
             consumer = Consumer(
                 name,
-                [HandlerSpec("post.created", handle)],
+                [handler_spec("post.created", handle, idempotent=idempotent)],
                 db=db,
                 amqp=AmqpSettings(),
                 settings=ConsumerSettings(),

@@ -17,12 +17,17 @@ import asyncpg
 import redis.asyncio as redis
 
 from bench.env import CURSOR_SECRET, HIGH_LIMIT, BenchEnv
-from herald_api.cursors import CursorCodec, Position, filter_fingerprint
-from herald_api.post_reads import post_json
-from herald_api.preconditions import etag_for
-from herald_api.repositories import POST_COLUMNS, is_enriched
-from herald_shared import accounts
-from herald_shared.apikeys import Role
+from bench.seams import (
+    POST_COLUMNS,
+    CursorCodec,
+    Position,
+    Role,
+    accounts,
+    etag_for,
+    filter_fingerprint,
+    is_enriched,
+    post_json,
+)
 
 _SEED = """
 INSERT INTO posts (id, author_id, title, body, tags, status, version, created_at, updated_at,

@@ -20,10 +20,10 @@ from bench.data import prepare
 from bench.env import BenchEnv
 from bench.http_load import SCENARIOS, Context, server_configs
 from bench.procs import BIN, Group, Groups
+from bench.seams import AmqpSettings
 from bench.servers import start_server
 from bench.workers import CASES, PREFETCH, fill_herald_queue
 from bench.wrk import WrkSettings, run_wrk, script_for
-from herald_shared.settings import AmqpSettings
 
 _PACKAGES = (
     "herald_api", "herald_shared", "fastapi", "starlette", "pydantic", "uvicorn", "httptools",

@@ -87,6 +87,17 @@ def read_counters(directory: Path, sample: str) -> dict[int, dict[str, float]]:
     return dict(values)
 
 
+def read_histogram(directory: Path, metric: str) -> dict[float, float]:
+    """The histogram ``metric``'s observations per bucket (upper bound in seconds; not
+    cumulative, as multi-process files keep them), all processes and label sets together."""
+    buckets: dict[float, float] = defaultdict(float)
+    for path in directory.glob("histogram_*.db"):
+        for _, name, labels, value in metric_entries(path):
+            if name == f"{metric}_bucket":
+                buckets[float(labels["le"])] += value
+    return dict(buckets)
+
+
 @dataclass(slots=True)
 class Server:
     """A running server: its process group, port, process count and metrics folder."""
