@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import resource
 import statistics
 import time
 import uuid
@@ -46,7 +45,7 @@ from bench.data import BenchData
 from bench.env import BenchEnv, broker_names, purge_queues
 from bench.observer import TRIGGER, is_ready, read_observed
 from bench.openloop import WriterResult, write_open_loop
-from bench.procs import BIN, CLOCK_TICKS, Group, Groups, cpu_seconds, machine_busy, pids_named
+from bench.procs import BIN, CpuMeter, Group, Groups, shared_server_pids
 from bench.servers import read_histogram, start_server
 from bench.stats import Latencies, percentile
 
@@ -272,27 +271,12 @@ async def _settle(pool: asyncpg.Pool, pipeline: Pipeline, seconds: float) -> boo
     return False
 
 
-def _cpu(groups: list[Group], servers: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds so far per group, the writer (this process), the servers, the machine."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    busy, _ = machine_busy()
-    return (
-        {g.name.removeprefix("pipeline-"): g.cpu_seconds() for g in groups}
-        | {name: cpu_seconds(pids) for name, pids in servers.items()}
-        | {"writer": usage.ru_utime + usage.ru_stime, "machine": busy / CLOCK_TICKS}
-    )
-
-
-async def _server_pids(pool: asyncpg.Pool) -> dict[str, list[int]]:
+async def _backends(pool: asyncpg.Pool) -> list[int]:
     rows = await pool.fetch(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
         "AND pid <> pg_backend_pid()"
     )
-    return {
-        "postgres": [r["pid"] for r in rows],
-        "rabbitmq": pids_named("beam.smp"),
-        "redis": pids_named("redis-server"),
-    }
+    return [r["pid"] for r in rows]
 
 
 def _stages(
@@ -357,13 +341,14 @@ async def _run_rate(
         await pool.execute("UPDATE outbox SET published_at = now() WHERE published_at IS NULL")
         await purge_queues(pipeline.amqp_url, pipeline.queues)
     seconds = config.seconds(config.pipeline_seconds)
-    servers = await _server_pids(pool)
+    servers = {"postgres": await _backends(pool), **shared_server_pids()}
+    meter = CpuMeter(pipeline.groups, servers, own_name="writer")
     lags0 = _lag_buckets(pipeline.invalidator_metrics)
-    cpu0 = _cpu(pipeline.groups, servers)
+    cpu0 = meter.read()
     writer = await write_open_loop(
         pipeline.port, pipeline.token, rate=rate, seconds=seconds, nonce=uuid.uuid4().hex[:10]
     )
-    cpu1 = _cpu(pipeline.groups, servers)
+    cpu1 = meter.read()
     ids = writer.created_ids
     rows, observed, lags, drained = await _drain(
         pool, pipeline, ids, lags0, wait=config.pipeline_drain_seconds
@@ -372,8 +357,8 @@ async def _run_rate(
     result = RateResult(rate, purpose, writer, drained, stages)
     result.invalidated = BucketStage(lags, INVALIDATIONS_PER_POST * len(ids))
     result.trend = trend
-    wall = max(writer.wall_seconds, 1e-9)
-    result.cpu_share = {k: (cpu1[k] - cpu0[k]) / wall for k in cpu1}
+    cores = CpuMeter.cores(cpu0, cpu1, writer.wall_seconds)
+    result.cpu_share = {name.removeprefix("pipeline-"): v for name, v in cores.items()}
     _print_rate(result)
     return result
 

@@ -1,7 +1,7 @@
-"""HTTP servers under test: Herald's API (``herald-api``, exactly as deployed) and the
-baselines app, each in its own process group on a free loopback port.
+"""HTTP servers under test: Herald's API (``herald-api``, exactly as deployed), the baselines
+app and the peer stacks' app, each in its own process group on a free loopback port.
 
-Both count their requests in Prometheus multi-process files (one file per server process), so
+All count their requests in Prometheus multi-process files (one file per server process), so
 the harness reads how many requests each process answered — and Herald's cache hits and
 misses — without touching the application.
 """
@@ -148,8 +148,9 @@ def start_server(
     work: Path,
     label: str,
 ) -> Server:
-    """Start ``herald-api`` (kind ``herald``) or the baselines and wait until every process
-    answers. ``env`` is the run's process environment plus the scenario's settings."""
+    """Start ``herald-api`` (kind ``herald``), the baselines (``baseline``) or the peer stacks
+    (``peer``) and wait until every process answers. ``env`` is the run's process
+    environment plus the scenario's settings."""
     port = free_port()
     metrics_dir = work / f"metrics-{label}-{port}"
     metrics_dir.mkdir(parents=True)
@@ -160,10 +161,11 @@ def start_server(
         "HERALD_API_PROCESSES": str(processes),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
+    module = {"baseline": "bench.baselines", "peer": "bench.peer_http"}
     if kind == "herald":
         args = [str(BIN / "herald-api")]
     else:
-        args = [str(BIN / "python"), "-m", "bench.baselines"]
+        args = [str(BIN / "python"), "-m", module[kind]]
     group = groups.start(label, args, server_env)
     server = Server(kind, group, port, processes, metrics_dir)
     ready_path = "/readyz" if kind == "herald" else "/livez"

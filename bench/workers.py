@@ -15,7 +15,7 @@ interleaved per repetition:
 - ``dramatiq``: one process, 16 threads, prefetch 32 (``bench.dramatiq_app``);
 - ``faststream``: one process, prefetch 32 (``bench.faststream_app``).
 
-The peers run in a RabbitMQ virtual host of the run's own (named like the run's namespace):
+The peers run in the RabbitMQ virtual host of the run's own (``bench.env.private_vhost``):
 Celery with quorum queues declares broker-wide delayed-delivery queues and exchanges
 (``celery_delayed_*``), Dramatiq its delay and dead-letter queues, and deleting the vhost
 afterwards removes them with everything else.
@@ -24,7 +24,6 @@ afterwards removes them with everything else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import time
@@ -36,8 +35,8 @@ import asyncpg
 import redis
 
 from bench.config import BenchConfig
-from bench.env import BenchEnv, private_vhost
-from bench.procs import BIN, CLOCK_TICKS, ROOT, Group, Groups, cpu_seconds, machine_busy, pids_named
+from bench.env import BenchEnv
+from bench.procs import BIN, ROOT, CpuMeter, Group, Groups, shared_server_pids
 from bench.seams import (
     AmqpSettings,
     EventEnvelope,
@@ -164,16 +163,6 @@ async def _backends(dsn: str) -> list[int]:
         await conn.close()
 
 
-def _cpu(started: list[Group], servers: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds so far of the workers, the shared servers and the whole machine."""
-    busy, _ = machine_busy()
-    return (
-        {"workers": sum(g.cpu_seconds() for g in started)}
-        | {name: cpu_seconds(pids) for name, pids in servers.items()}
-        | {"machine": busy / CLOCK_TICKS}
-    )
-
-
 def _run_case(
     case: Case,
     groups: Groups,
@@ -207,25 +196,22 @@ def _run_case(
         _fill_peer(case, case_env, messages)
     started = _start(case, groups, case_env, f"{case.name}-r{rep + 1}")
     client = redis.Redis.from_url(env.redis_url)
-    cpu0: dict[str, float] | None = None
-    servers: dict[str, list[int]] = {}
+    meter = CpuMeter(started, {})
+    cpu0: dict[str, dict[int, float]] | None = None
     try:
         deadline = time.monotonic() + 60 + messages / 50
         while client.get(f"{key}:last") is None:
             if cpu0 is None and client.get(f"{key}:first") is not None:
-                servers = {
-                    "postgres": asyncio.run(_backends(env.dsn)),
-                    "rabbitmq": pids_named("beam.smp"),
-                    "redis": pids_named("redis-server"),
-                }
-                cpu0 = _cpu(started, servers)
+                meter.servers = {"postgres": asyncio.run(_backends(env.dsn))}
+                meter.servers |= shared_server_pids()
+                cpu0 = meter.read()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{case.name}: not all {messages} messages were handled")
             for group in started:
                 if not group.running():
                     raise RuntimeError(f"{case.name} exited:\n{group.log_tail()}")
             time.sleep(0.05)
-        cpu1 = _cpu(started, servers)
+        cpu1 = meter.read()
         first, last = (float(client.get(f"{key}:{end}") or 0) for end in ("first", "last"))
         count = int(client.get(f"{key}:count") or 0)
     finally:
@@ -235,31 +221,38 @@ def _run_case(
     if count != messages:
         raise RuntimeError(f"{case.name}: {count} handled for {messages} sent")
     # Polled every 50 ms: a coarse window, good enough to see who was busy.
-    cores = {k: (cpu1[k] - cpu0[k]) / (last - first) for k in cpu1} if cpu0 else {}
+    cores: dict[str, float] = {}
+    if cpu0 is not None:
+        for name, used in CpuMeter.cores(cpu0, cpu1, last - first).items():
+            shown = "workers" if name.startswith(case.name) else name
+            cores[shown] = round(cores.get(shown, 0.0) + used, 3)
+        cores.pop("harness", None)
     return (messages - 1) / (last - first), cores
 
 
 def run_workers(
-    config: BenchConfig, groups: Groups, env: BenchEnv, process_env: dict[str, str]
+    config: BenchConfig,
+    groups: Groups,
+    env: BenchEnv,
+    process_env: dict[str, str],
+    peer_url: str,
 ) -> dict[str, Any]:
+    """Every selected case, ``config.reps`` times, interleaved; the peers use the virtual host
+    at ``peer_url``."""
     messages = config.count(config.worker_messages)
     cases = [c for c in CASES if config.wants("workers", c.name)]
     rates: dict[str, list[float]] = {c.name: [] for c in cases}
     cores: dict[str, list[dict[str, float]]] = {c.name: [] for c in cases}
-    with contextlib.ExitStack() as stack:
-        peer_url = env.amqp_url
-        if any(c.runtime != "herald" for c in cases):
-            peer_url = stack.enter_context(private_vhost(env.amqp_url, env.namespace))
-        for rep in range(config.reps):
-            for case in cases:
-                rate, used = _run_case(case, groups, env, process_env, messages, rep, peer_url)
-                rates[case.name].append(rate)
-                cores[case.name].append({k: round(v, 2) for k, v in used.items()})
-                print(
-                    f"  rep {rep + 1} {case.title:<30} {rate:8,.0f} messages/s  "
-                    f"CPU (cores) {cores[case.name][-1]}",
-                    flush=True,
-                )
+    for rep in range(config.reps):
+        for case in cases:
+            rate, used = _run_case(case, groups, env, process_env, messages, rep, peer_url)
+            rates[case.name].append(rate)
+            cores[case.name].append({k: round(v, 2) for k, v in used.items()})
+            print(
+                f"  rep {rep + 1} {case.title:<45} {rate:8,.0f} messages/s  "
+                f"CPU (cores) {cores[case.name][-1]}",
+                flush=True,
+            )
     return {
         "messages": messages,
         "prefetch": PREFETCH,
