@@ -106,6 +106,12 @@ def config_summary(config: BenchConfig) -> dict[str, Any]:
         "wrk_connections": config.wrk.connections,
         "warmup_seconds": config.seconds(config.warmup_seconds),
         "measure_seconds": config.seconds(config.measure_seconds),
+        "pipeline_seconds": config.seconds(config.pipeline_seconds),
+        "pipeline_rates": list(config.pipeline_rates),
+        "search_low": config.search_low,
+        "search_high": config.search_high,
+        "search_resolution": config.search_resolution,
+        "worker_messages": config.count(config.worker_messages),
     }
 
 

@@ -208,7 +208,7 @@ def _lag_buckets(directory: Path) -> dict[float, float]:
     cumulative: dict[float, float] = {}
     for upper, count in sorted(read_histogram(directory, LAG_METRIC).items()):
         running += count
-        cumulative[upper * 1000 if math.isfinite(upper) else math.inf] = running
+        cumulative[round(upper * 1000, 6) if math.isfinite(upper) else math.inf] = running
     return cumulative
 
 
