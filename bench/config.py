@@ -59,13 +59,15 @@ class BenchConfig:
     def wants(self, phase: str, scenario: str | None = None, *, cell: str | None = None) -> bool:
         """Whether ``phase`` (and, given, its ``scenario`` or HTTP ``cell``) was selected:
         ``http`` selects the phase, ``http:get_cached`` the scenario in every server
-        configuration, ``http:herald/get_cached`` one cell."""
+        configuration, ``http:peers`` every scenario of one configuration,
+        ``http:herald/get_cached`` one cell."""
         if not self.only or phase in self.only:
             return True
         prefixed = {s for s in self.only if s.startswith(f"{phase}:")}
         if scenario is None:
             return bool(prefixed)
-        return f"{phase}:{scenario}" in prefixed or f"{phase}:{cell}" in prefixed
+        label = cell.partition("/")[0] if cell else None
+        return bool({f"{phase}:{scenario}", f"{phase}:{cell}", f"{phase}:{label}"} & prefixed)
 
 
 def parse_args(argv: list[str] | None = None) -> BenchConfig:
