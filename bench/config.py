@@ -89,8 +89,22 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     )
     parser.add_argument("--posts", type=int, default=1_000_000, help="posts to seed")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument(
+        "--pipeline-rates",
+        default="200,500",
+        help="fixed pipeline rates (writes/s), comma-separated",
+    )
+    parser.add_argument(
+        "--search",
+        default="100:2000",
+        help="LOW:HIGH writes/s between which the highest sustained rate is searched",
+    )
+    parser.add_argument(
+        "--search-probes", type=int, default=6, help="at most this many search probes"
+    )
     parser.add_argument("--out", type=Path, help="write results, docs and plots under this folder")
     args = parser.parse_args(argv)
+    low, _, high = args.search.partition(":")
     config = BenchConfig(
         scale=args.scale,
         reps=args.reps,
@@ -98,6 +112,10 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         posts=args.posts,
         pool_size=min(1000, max(10, args.posts // 2)),
         wrk=WrkSettings(connections=args.connections),
+        pipeline_rates=tuple(int(r) for r in args.pipeline_rates.split(",") if r.strip()),
+        search_low=int(low),
+        search_high=int(high),
+        search_probes=args.search_probes,
     )
     if args.out is not None:
         out: Path = args.out
