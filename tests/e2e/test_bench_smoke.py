@@ -50,7 +50,8 @@ def test_bench_harness_runs_the_http_cases(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (make tools installs it)")
     results, output = _bench(
-        tmp_path, "http:baselines/b3,http:peers,http:herald/get_cached,http:herald/list_under_writes"
+        tmp_path,
+        "http:baselines/b3,http:peers,http:herald/get_cached,http:herald/list_under_writes",
     )
 
     runs = results["http_runs"]
