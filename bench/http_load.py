@@ -288,7 +288,7 @@ def _measure(
     runs: list[HttpRun] = []
     measure = config.seconds(config.measure_seconds)
     for attempt in range(3):
-        busy_before = wait_quiet(config.quiet_share, config.seconds(config.quiet_wait_seconds))
+        busy_before = wait_quiet(config.quiet_share, config.quiet_wait_seconds * config.scale)
         writer = _writes(server, scenario, ctx, measure, f"{cell}-{rep}-{attempt}")
         counts0, cache0 = server.requests_per_process(), server.cache_lookups()
         pids = server.group.members()

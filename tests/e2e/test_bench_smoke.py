@@ -3,7 +3,7 @@ database, servers and consumers in their own process groups, wrk, the report, th
 plots — leaving nothing behind, with every kind of case it has: a fair baseline, the peer stacks
 P1 and P2, Herald's cached read and its list page under steady writes; the pipeline with
 Herald's real worker and cache-invalidator, a fixed rate and a search probe; Herald's consumer
-runtime (inbox and idempotent) against Dramatiq and FastStream. And the in-process CPU measure
+runtime (its idempotent task) against Dramatiq and FastStream. And the in-process CPU measure
 (``python -m bench.inprocess``) on a few requests."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_bench_harness_runs_the_http_cases(tmp_path: Path) -> None:
         pytest.skip("wrk is not installed (make tools installs it)")
     results, output = _bench(
         tmp_path,
-        "http:baselines/b3,http:peers,http:herald/get_cached,http:herald/list_under_writes",
+        "http:baselines/b3,http:peers,http:herald/list_under_writes",
     )
 
     runs = results["http_runs"]
@@ -60,20 +60,18 @@ def test_bench_harness_runs_the_http_cases(tmp_path: Path) -> None:
         "peers/p1_get_cached",
         "peers/p1_list_first",
         "peers/p2_post",
-        "herald/get_cached",
         "herald/list_under_writes",
     }, output
     for run in runs:
         assert run["result"]["requests"] > 0, output
         assert run["result"]["status_errors"] + run["result"]["socket_errors"] == 0, output
         assert run["wrk_cores"] > 0, output
-    cached = [r for r in runs if r["cell"] == "herald/get_cached"]
-    assert all(r["cache"].get("hit", 0) > 0 for r in cached), f"no cache hit: {output}"
+    peer_cached = [r for r in runs if r["cell"] == "peers/p1_get_cached"]
+    assert all(r["server_cpu_us_per_request"] > 0 for r in peer_cached), output
     under_writes = [r for r in runs if r["cell"] == "herald/list_under_writes"]
     assert all(r["writes"] > 0 and r["writer_cores"] > 0 for r in under_writes), output
     assert all(sum(r["cache"].values()) > 0 for r in under_writes), output
     verdicts = {v["target"]: v["status"] for v in results["targets"]}
-    assert verdicts["cached GET >= 1.5 x P1 cached GET"] in {"hit", "miss"}, output
     assert verdicts["list-page cache hit rate >= 80 % at 10 writes/s"] in {"hit", "miss"}
     assert verdicts["POST >= 1.0 x P2"] == "not measured"  # Herald's POST was not selected
     page = (tmp_path / "benchmarks.md").read_text()
@@ -84,8 +82,7 @@ def test_bench_harness_runs_the_http_cases(tmp_path: Path) -> None:
 def test_bench_harness_runs_the_pipeline_and_the_consumers(tmp_path: Path) -> None:
     results, output = _bench(
         tmp_path,
-        "pipeline,workers:herald-inbox,workers:herald-idempotent,"
-        "workers:dramatiq,workers:faststream",
+        "pipeline,workers:herald-idempotent,workers:dramatiq,workers:faststream",
         "--pipeline-rates",
         "40",
         "--search",
@@ -108,7 +105,7 @@ def test_bench_harness_runs_the_pipeline_and_the_consumers(tmp_path: Path) -> No
         fixed["cpu_share"]
     ), output
     cases = results["workers"]["cases"]
-    assert set(cases) == {"herald-inbox", "herald-idempotent", "dramatiq", "faststream"}, output
+    assert set(cases) == {"herald-idempotent", "dramatiq", "faststream"}, output
     assert all(case["median"] > 0 for case in cases.values()), output
     verdicts = {v["target"]: v["status"] for v in results["targets"]}
     assert verdicts["worker, idempotent task >= 1.2 x Dramatiq"] in {"hit", "miss"}, output
@@ -117,7 +114,7 @@ def test_bench_harness_runs_the_pipeline_and_the_consumers(tmp_path: Path) -> No
     assert (tmp_path / "benchmarks" / "workers.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("case", ["herald/get_cached", "herald/post", "baselines/b2"])
+@pytest.mark.parametrize("case", ["herald/get_cached", "herald/post"])
 def test_the_in_process_measure_runs(case: str) -> None:
     stdout, output = _run("bench.inprocess", case, "--requests", "20", "--rounds", "1")
     assert f"{case}: " in stdout, output
