@@ -90,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     parser.add_argument("--posts", type=int, default=1_000_000, help="posts to seed")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument(
+        "--api-processes", type=int, default=2, help="server processes of every HTTP stack"
+    )
+    parser.add_argument(
         "--pipeline-rates",
         default="200,500",
         help="fixed pipeline rates (writes/s), comma-separated",
@@ -112,6 +115,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         posts=args.posts,
         pool_size=min(1000, max(10, args.posts // 2)),
         wrk=WrkSettings(connections=args.connections),
+        api_processes=args.api_processes,
         pipeline_rates=tuple(int(r) for r in args.pipeline_rates.split(",") if r.strip()),
         search_low=int(low),
         search_high=int(high),

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--scale", "0.05", "--reps", "1", "--posts", "300", "--connections", "8"]
+#: One server process per HTTP stack: starting fewer processes keeps the smoke run short.
+TINY += ["--api-processes", "1"]
 
 
 def _run(module: str, *args: str) -> tuple[str, str]:
