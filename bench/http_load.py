@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -22,12 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvloop
-
+from bench.background_writes import BackgroundWriter, NoWrites
 from bench.config import BenchConfig
 from bench.data import BenchData
 from bench.env import purge_queues
-from bench.openloop import WriterResult, write_open_loop
 from bench.procs import Groups, machine_busy, stolen_ticks, wait_quiet
 from bench.servers import Server, http_get, http_request, start_server
 from bench.wrk import WrkResult, run_wrk, script_for
@@ -248,34 +245,6 @@ def _prewarm(server: Server, ctx: Context, prefix: str) -> None:
         conn.close()
 
 
-class BackgroundWriter:
-    """An open-loop writer (``bench.openloop``) in a thread of the harness, POSTing to the API
-    at a steady rate while wrk reads; its CPU is the harness thread's."""
-
-    active = True
-
-    def __init__(self, port: int, token: str, rate: float, seconds: float, nonce: str) -> None:
-        self._args = (port, token, rate, seconds, nonce)
-        self.result: WriterResult | None = None
-        self.cpu_seconds = 0.0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        port, token, rate, seconds, nonce = self._args
-        started = time.thread_time()
-        self.result = uvloop.run(
-            write_open_loop(port, token, rate=rate, seconds=seconds, connections=4, nonce=nonce)
-        )
-        self.cpu_seconds = time.thread_time() - started
-
-    def __enter__(self) -> BackgroundWriter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._thread.join()
-
-
 def _measure(
     server: Server, scenario: Scenario, ctx: Context, config: BenchConfig, cell: str, rep: int
 ) -> list[HttpRun]:
@@ -327,24 +296,12 @@ def _measure(
     return runs
 
 
-class _NoWrites:
-    active = False
-    cpu_seconds = 0.0
-    result: WriterResult | None = None
-
-    def __enter__(self) -> _NoWrites:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        return None
-
-
 def _writes(
     server: Server, scenario: Scenario, ctx: Context, seconds: float, nonce: str
-) -> BackgroundWriter | _NoWrites:
+) -> BackgroundWriter | NoWrites:
     """The writer a scenario runs alongside wrk (for ``seconds``), or none."""
     if not scenario.writes_per_second:
-        return _NoWrites()
+        return NoWrites()
     token = ctx.data.reader_token
     return BackgroundWriter(server.port, token, scenario.writes_per_second, seconds, nonce)
 

@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-import statistics
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import aiormq
@@ -44,15 +42,19 @@ from bench.config import BenchConfig
 from bench.data import BenchData
 from bench.env import BenchEnv, broker_names, purge_queues
 from bench.observer import TRIGGER, is_ready, read_observed
-from bench.openloop import WriterResult, write_open_loop
+from bench.openloop import write_open_loop
+from bench.pipeline_results import (
+    INVALIDATIONS_PER_POST,
+    BucketStage,
+    RateResult,
+    lag_buckets,
+    minus,
+    next_probe,
+    stages_of,
+)
 from bench.procs import BIN, CpuMeter, Group, Groups, shared_server_pids
-from bench.servers import read_histogram, start_server
-from bench.stats import Latencies, percentile
+from bench.servers import start_server
 
-QUANTILES = [*range(1, 100), 99.5, 99.9, 100]
-LAG_METRIC = "herald_cache_invalidation_lag_seconds"
-#: Invalidations each created post causes: its post.created and its post.enriched.
-INVALIDATIONS_PER_POST = 2
 _TIMES = """
 SELECT o.aggregate_id::text AS post_id,
        extract(epoch FROM (o.payload->>'occurred_at')::timestamptz)::float8 AS occurred,
@@ -61,131 +63,6 @@ FROM outbox o
 WHERE o.event_type = 'post.created' AND o.aggregate_id = ANY($1::uuid[])
 ORDER BY o.id
 """
-
-
-@dataclass(slots=True)
-class Stage:
-    """One stage's per-event latencies (ms from commit), losses and duplicates for one rate."""
-
-    latencies: Latencies
-    lost: int
-    duplicated: int
-    #: The latency at each of ``QUANTILES`` (for the distribution plots).
-    quantiles: list[float]
-
-    @classmethod
-    def of(cls, values: list[float], lost: int, duplicated: int) -> Stage:
-        ordered = sorted(values)
-        return cls(
-            Latencies.of(ordered), lost, duplicated, [percentile(ordered, q) for q in QUANTILES]
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **self.latencies.as_dict(),
-            "lost": self.lost,
-            "duplicated": self.duplicated,
-            "quantiles": [round(q, 3) for q in self.quantiles],
-        }
-
-
-@dataclass(slots=True)
-class BucketStage:
-    """A stage known from a histogram: how many observations fell at or under each bound."""
-
-    #: Upper bound (ms) → observations at or under it (cumulative), this rate only.
-    cumulative: dict[float, float]
-    expected: int
-
-    @property
-    def count(self) -> int:
-        return round(max(self.cumulative.values(), default=0))
-
-    def bound(self, pct: float) -> float:
-        """The smallest bucket bound (ms) that holds ``pct`` % of the observations."""
-        need = pct / 100 * self.count
-        for upper, seen in sorted(self.cumulative.items()):
-            if seen >= need and self.count:
-                return upper
-        return math.nan
-
-    def share_within(self, limit_ms: float) -> float:
-        return self.cumulative.get(limit_ms, math.nan) / self.count if self.count else math.nan
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "expected": self.expected,
-            "lost": max(0, self.expected - self.count),
-            "p50_at_most": self.bound(50),
-            "p95_at_most": self.bound(95),
-            "p99_at_most": self.bound(99),
-            "cumulative": {str(k): v for k, v in sorted(self.cumulative.items())},
-        }
-
-
-@dataclass(slots=True)
-class RateResult:
-    rate: int
-    purpose: str  # "fixed" or "search"
-    writer: WriterResult
-    drained_seconds: float
-    stages: dict[str, Stage] = field(default_factory=dict)
-    invalidated: BucketStage | None = None
-    #: CPU seconds per second of writing (cores): each service, the load generators, the
-    #: servers (this run's PostgreSQL backends; all of RabbitMQ and Redis) and the machine.
-    cpu_share: dict[str, float] = field(default_factory=dict)
-    #: Median commit → handled latency of the first and the last fifth of the events (ms).
-    trend: tuple[float, float] = (0.0, 0.0)
-
-    @property
-    def backlog_grew(self) -> bool:
-        """The pipeline fell behind: the last events waited much longer than the first."""
-        first, last = self.trend
-        return last > 2 * first + 10
-
-    @property
-    def kept_pace(self) -> bool:
-        http_errors = sum(1 for r in self.writer.responses if r[2] != 201)
-        return (
-            self.writer.achieved_rate >= 0.95 * self.rate
-            and self.writer.errors + http_errors + self.writer.abandoned == 0
-        )
-
-    @property
-    def lossless(self) -> bool:
-        handled = all(s.lost == 0 for s in self.stages.values())
-        invalidated = self.invalidated is not None and self.invalidated.as_dict()["lost"] == 0
-        return handled and invalidated
-
-    @property
-    def sustained(self) -> bool:
-        """The writes kept pace (≥ 95 % of the offered rate, nothing failed or abandoned), every
-        event was handled and invalidated before the drain deadline, and no backlog grew."""
-        return self.kept_pace and self.lossless and not self.backlog_grew
-
-    def as_dict(self) -> dict[str, Any]:
-        http = Latencies.of([r[1] * 1000 for r in self.writer.responses])
-        return {
-            "rate": self.rate,
-            "purpose": self.purpose,
-            "sent": self.writer.sent,
-            "abandoned": self.writer.abandoned,
-            "created": len(self.writer.created_ids),
-            "achieved_rate": round(self.writer.achieved_rate, 1),
-            "http_errors": self.writer.errors
-            + sum(1 for r in self.writer.responses if r[2] != 201),
-            "http_latency_ms": http.as_dict(),
-            "drained_seconds": round(self.drained_seconds, 2),
-            "sustained": self.sustained,
-            "kept_pace": self.kept_pace,
-            "lossless": self.lossless,
-            "backlog_grew": self.backlog_grew,
-            "handled_ms_first_vs_last_fifth": [round(v, 1) for v in self.trend],
-            "cpu_share": {k: round(v, 3) for k, v in self.cpu_share.items()},
-            "stages": {name: stage.as_dict() for name, stage in self.stages.items()},
-            "invalidated": self.invalidated.as_dict() if self.invalidated else None,
-        }
 
 
 @dataclass(slots=True)
@@ -200,20 +77,6 @@ class Pipeline:
     dsn: str
     amqp_url: str
     queues: list[str]
-
-
-def _lag_buckets(directory: Path) -> dict[float, float]:
-    """Cumulative invalidations at or under each bound (ms), since the invalidator started."""
-    running = 0.0
-    cumulative: dict[float, float] = {}
-    for upper, count in sorted(read_histogram(directory, LAG_METRIC).items()):
-        running += count
-        cumulative[round(upper * 1000, 6) if math.isfinite(upper) else math.inf] = running
-    return cumulative
-
-
-def _minus(after: dict[float, float], before: dict[float, float]) -> dict[float, float]:
-    return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
 async def _queue_depths(amqp_url: str, queues: list[str]) -> int:
@@ -279,41 +142,6 @@ async def _backends(pool: asyncpg.Pool) -> list[int]:
     return [r["pid"] for r in rows]
 
 
-def _stages(
-    ids: list[str], rows: list[asyncpg.Record], observed: dict[str, list[tuple[float, float]]]
-) -> tuple[dict[str, Stage], tuple[float, float]]:
-    """Per-event stages of the created posts (rows in commit order), and the handled trend."""
-    published, handled, in_tx, after_claim = [], [], [], []
-    duplicated = 0
-    for row in rows:
-        occurred = row["occurred"]
-        if row["published"] is not None:
-            published.append((row["published"] - occurred) * 1000)
-        seen = observed.get(row["post_id"])
-        if seen:
-            duplicated += len(seen) - 1
-            trigger, received = min(seen, key=lambda s: s[1])
-            handled.append((received - occurred) * 1000)
-            in_tx.append((trigger - occurred) * 1000)
-            if row["published"] is not None:
-                after_claim.append((received - row["published"]) * 1000)
-    fifth = max(1, len(handled) // 5)
-    trend = (
-        (statistics.median(handled[:fifth]), statistics.median(handled[-fifth:]))
-        if handled
-        else (0.0, 0.0)
-    )
-    stages = {
-        "published": Stage.of(published, len(ids) - len(published), 0),
-        "handled": Stage.of(handled, len(ids) - len(handled), duplicated),
-        # Not stages of their own: the trigger's time inside the worker's transaction (before
-        # its commit), and from the relay's claim to the handled time.
-        "handled_in_tx": Stage.of(in_tx, 0, 0),
-        "claimed_to_handled": Stage.of(after_claim, 0, 0),
-    }
-    return stages, trend
-
-
 async def _drain(
     pool: asyncpg.Pool, pipeline: Pipeline, ids: list[str], before: dict[float, float], wait: float
 ) -> tuple[list[asyncpg.Record], dict[str, list[tuple[float, float]]], dict[float, float], float]:
@@ -323,7 +151,7 @@ async def _drain(
     expected = INVALIDATIONS_PER_POST * len(ids)
     while True:
         observed = read_observed(str(pipeline.observed_path))
-        lags = _minus(_lag_buckets(pipeline.invalidator_metrics), before)
+        lags = minus(lag_buckets(pipeline.invalidator_metrics), before)
         handled = wanted.issubset(observed)
         invalidated = max(lags.values(), default=0) >= expected
         if (handled and invalidated) or time.monotonic() - started > wait:
@@ -343,7 +171,7 @@ async def _run_rate(
     seconds = config.seconds(config.pipeline_seconds)
     servers = {"postgres": await _backends(pool), **shared_server_pids()}
     meter = CpuMeter(pipeline.groups, servers, own_name="writer")
-    lags0 = _lag_buckets(pipeline.invalidator_metrics)
+    lags0 = lag_buckets(pipeline.invalidator_metrics)
     cpu0 = meter.read()
     writer = await write_open_loop(
         pipeline.port, pipeline.token, rate=rate, seconds=seconds, nonce=uuid.uuid4().hex[:10]
@@ -353,7 +181,7 @@ async def _run_rate(
     rows, observed, lags, drained = await _drain(
         pool, pipeline, ids, lags0, wait=config.pipeline_drain_seconds
     )
-    stages, trend = _stages(ids, rows, observed)
+    stages, trend = stages_of(ids, rows, observed)
     result = RateResult(rate, purpose, writer, drained, stages)
     result.invalidated = BucketStage(lags, INVALIDATIONS_PER_POST * len(ids))
     result.trend = trend
@@ -361,28 +189,6 @@ async def _run_rate(
     result.cpu_share = {name.removeprefix("pipeline-"): v for name, v in cores.items()}
     _print_rate(result)
     return result
-
-
-def _next_probe(results: list[RateResult], low: int, high: int, resolution: float) -> int | None:
-    """The next rate to try: bisect between the highest sustained and the lowest failed rate
-    (geometric mean); None when they are within ``resolution`` of each other."""
-    sustained = [r.rate for r in results if r.sustained]
-    failed = [r.rate for r in results if not r.sustained]
-    best = max(sustained, default=None)
-    if best is None:
-        lowest_failed = min(failed, default=high)
-        return low if lowest_failed > low else None
-    worst = min((f for f in failed if f > best), default=None)
-    if worst is None:
-        return high if best < high else None
-    if worst / best <= 1 + resolution:
-        return None
-    return round(math.sqrt(best * worst))
-
-
-def highest_sustained(results: list[dict[str, Any]]) -> int | None:
-    """The highest rate that was sustained (from the JSON rows), as the search took it."""
-    return max((r["rate"] for r in results if r["sustained"]), default=None)
 
 
 async def _run_rates(config: BenchConfig, pipeline: Pipeline) -> list[RateResult]:
@@ -394,7 +200,7 @@ async def _run_rates(config: BenchConfig, pipeline: Pipeline) -> list[RateResult
         for rate in config.pipeline_rates:
             results.append(await _run_rate(config, pool, pipeline, rate, "fixed"))
         for _ in range(config.search_probes):
-            probe = _next_probe(
+            probe = next_probe(
                 results, config.search_low, config.search_high, config.search_resolution
             )
             if probe is None:

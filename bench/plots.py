@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from bench.pipeline import QUANTILES
+from bench.pipeline_results import QUANTILES
 from bench.summary import summarize_http
 
 _STAGE_TITLES = {

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchConfig
-from bench.pipeline import highest_sustained
+from bench.pipeline_results import highest_sustained
 from bench.plots import write_plots
 from bench.procs import ROOT
 from bench.summary import summarize_http

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.pipeline import highest_sustained
+from bench.pipeline_results import highest_sustained
 from bench.summary import paired_ratio
 
 
