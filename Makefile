@@ -53,7 +53,7 @@ test-integration: setup ## only the integration tests
 test-e2e: setup ## only the end-to-end tests (real service processes)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-bench: setup tools ## benchmarks vs bare baselines and Celery (~20 min; BENCH_ARGS=--help)
+bench: setup tools ## benchmarks vs baselines and peer stacks (~25-30 min; BENCH_ARGS=--help)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lock: venv ## re-pin requirements.in into requirements.lock (with hashes)
