@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -66,23 +67,35 @@ async def observe(out_path: str) -> None:
             await conn.close()
 
 
-def read_observed(path: str) -> dict[str, list[tuple[float, float]]]:
-    """Per post id: every (trigger time, receipt time) seen so far (epoch seconds)."""
-    seen: dict[str, list[tuple[float, float]]] = {}
-    try:
-        with open(path, encoding="ascii") as lines:
-            for line in lines:
-                parts = line.split()
-                if len(parts) == 3:
-                    seen.setdefault(parts[0], []).append((float(parts[1]), float(parts[2])))
-    except FileNotFoundError:
-        pass
-    return seen
+class ObservedLog:
+    """The observer's output, read incrementally: each ``refresh`` parses only the lines
+    written since the last one (the harness polls it while the pipeline drains)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen: dict[str, list[tuple[float, float]]] = {}
+        self._offset = 0
+
+    def refresh(self) -> dict[str, list[tuple[float, float]]]:
+        """Per post id: every (trigger time, receipt time) seen so far (epoch seconds)."""
+        try:
+            with self.path.open("rb") as out:
+                out.seek(self._offset)
+                chunk = out.read()
+        except FileNotFoundError:
+            return self.seen
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
+        self._offset += len(complete)
+        for line in complete.decode("ascii").splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                self.seen.setdefault(parts[0], []).append((float(parts[1]), float(parts[2])))
+        return self.seen
 
 
-def is_ready(path: str) -> bool:
+def is_ready(path: Path) -> bool:
     try:
-        with open(path, encoding="ascii") as lines:
+        with path.open(encoding="ascii") as lines:
             return lines.readline().strip() == "ready"
     except FileNotFoundError:
         return False

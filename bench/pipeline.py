@@ -41,7 +41,7 @@ import uvloop
 from bench.config import BenchConfig
 from bench.data import BenchData
 from bench.env import BenchEnv, broker_names, purge_queues
-from bench.observer import TRIGGER, is_ready, read_observed
+from bench.observer import TRIGGER, ObservedLog, is_ready
 from bench.openloop import write_open_loop
 from bench.pipeline_results import (
     INVALIDATIONS_PER_POST,
@@ -72,7 +72,7 @@ class Pipeline:
     port: int
     token: str
     groups: list[Group]
-    observed_path: Path
+    observed: ObservedLog
     invalidator_metrics: Path
     dsn: str
     amqp_url: str
@@ -150,7 +150,7 @@ async def _drain(
     wanted = set(ids)
     expected = INVALIDATIONS_PER_POST * len(ids)
     while True:
-        observed = read_observed(str(pipeline.observed_path))
+        observed = pipeline.observed.refresh()
         lags = minus(lag_buckets(pipeline.invalidator_metrics), before)
         handled = wanted.issubset(observed)
         invalidated = max(lags.values(), default=0) >= expected
@@ -262,7 +262,7 @@ def _start_services(
         queues = [f"{env.namespace}.worker", f"{env.namespace}.cache-invalidator"]
         asyncio.run(_wait_consumers(env.amqp_url, queues))
         deadline = time.monotonic() + 30
-        while not is_ready(str(observed)):
+        while not is_ready(observed):
             if time.monotonic() > deadline:
                 raise RuntimeError("the observer did not start listening")
             time.sleep(0.05)
@@ -271,7 +271,14 @@ def _start_services(
             groups.stop(group)
         raise
     return Pipeline(
-        server.port, data.reader_token, started, observed, metrics, env.dsn, env.amqp_url, queues
+        server.port,
+        data.reader_token,
+        started,
+        ObservedLog(observed),
+        metrics,
+        env.dsn,
+        env.amqp_url,
+        queues,
     )
 
 
