@@ -142,12 +142,16 @@ def _highest_rate(at_least: int) -> Callable[[dict[str, Any]], Verdict]:
     return evaluate
 
 
-def _workers(name: str, top: str, bottom: str, at_least: float) -> Callable[..., Verdict]:
+def _workers(name: str, top: str, bottom: str, at_least: float | None) -> Callable[..., Verdict]:
+    """``top`` over ``bottom`` messages per second; ``at_least`` None: reported, no target."""
+
     def evaluate(results: dict[str, Any]) -> Verdict:
         cases = results.get("workers", {}).get("cases", {})
         if top not in cases or bottom not in cases:
             return Verdict(name, "-", "not measured")
         ratio = cases[top]["median"] / cases[bottom]["median"]
+        if at_least is None:
+            return Verdict(name, f"{ratio:.2f}x", "reported", ratio)
         return Verdict(name, f"{ratio:.2f}x", "hit" if ratio >= at_least else "miss", ratio)
 
     return evaluate
@@ -179,6 +183,12 @@ TARGETS: list[Callable[[dict[str, Any]], Verdict]] = [
     _reported_ratio("uncached GET / fair B3", "herald-nocache/get_uncached", "baselines/b3"),
     _reported_ratio(
         "cached GET, 2 API processes / 1", "herald/get_cached", "herald-1proc/get_cached"
+    ),
+    _workers(
+        "worker, idempotent task on a classic queue / Dramatiq (classic)",
+        "herald-idempotent-classic",
+        "dramatiq",
+        None,
     ),
 ]
 

@@ -9,7 +9,8 @@ interleaved per repetition:
 - ``herald-inbox``: one ``bench.consumer_app`` process, the task inside the inbox transaction
   (the event recorded as applied, in PostgreSQL), concurrency 16, prefetch 32;
 - ``herald-idempotent``: the same, with the task registered as idempotent by construction (the
-  runtime skips the inbox);
+  runtime skips the inbox); ``herald-idempotent-classic``: that on a classic queue, as
+  Dramatiq's (it has no quorum option; a classic queue costs the broker less per message);
 - ``celery-solo``: ``-P solo``, prefetch 32, late acks; ``celery-prefork2``: ``-P prefork -c 2``,
   prefetch 2 x 16, late acks (``bench.celery_app``);
 - ``dramatiq``: one process, 16 threads, prefetch 32 (``bench.dramatiq_app``);
@@ -61,11 +62,32 @@ class Case:
     runtime: str
     processes: int
     pool: str = ""
+    #: Herald: the task registered as idempotent (no inbox); its queue a quorum queue.
+    idempotent: bool = False
+    quorum: bool = True
+
+    def namespace(self, run: str) -> str:
+        """Herald's broker namespace: its queues cannot change their type once declared."""
+        return run if self.quorum else f"{run}.classic"
 
 
 CASES = (
     Case("herald-inbox", "Herald runtime, task in the inbox transaction", "herald", 1),
-    Case("herald-idempotent", "Herald runtime, idempotent task (no inbox)", "herald", 1),
+    Case(
+        "herald-idempotent",
+        "Herald runtime, idempotent task (no inbox)",
+        "herald",
+        1,
+        idempotent=True,
+    ),
+    Case(
+        "herald-idempotent-classic",
+        "Herald runtime, idempotent task, classic queue",
+        "herald",
+        1,
+        idempotent=True,
+        quorum=False,
+    ),
     Case("celery-solo", "Celery -P solo", "celery", 1, "solo"),
     Case("celery-prefork2", "Celery -P prefork -c 2", "celery", 2, "prefork"),
     Case("dramatiq", "Dramatiq, 1 process x 16 threads", "dramatiq", 1),
@@ -128,7 +150,7 @@ def _fill_peer(case: Case, env: dict[str, str], messages: int) -> None:
 
 def _start(case: Case, groups: Groups, env: dict[str, str], label: str) -> list[Group]:
     if case.runtime == "herald":
-        idempotent = "1" if case.name == "herald-idempotent" else "0"
+        idempotent = "1" if case.idempotent else "0"
         return [
             groups.start(
                 f"{label}-{i}",
@@ -176,7 +198,6 @@ def _run_case(
     (cores: CPU seconds per second) by the workers, PostgreSQL, RabbitMQ, Redis, the machine."""
     key = f"{env.prefix}workers:{case.name}:{rep}"
     queue = f"{env.namespace}.celery"
-    amqp = AmqpSettings(url=env.amqp_url, namespace=env.namespace)
     case_env = {
         **process_env,
         **({} if case.runtime == "herald" else {"HERALD_AMQP_URL": peer_url}),
@@ -187,8 +208,12 @@ def _run_case(
         "BENCH_CELERY_QUEUE": queue,
         "HERALD_CONSUMER_PREFETCH": str(PREFETCH),
         "HERALD_CONSUMER_CONCURRENCY": str(CONCURRENCY),
+        "HERALD_AMQP_QUORUM_QUEUES": "true" if case.quorum else "false",
+        "HERALD_AMQP_NAMESPACE": case.namespace(env.namespace),
     }
     if case.runtime == "herald":
+        namespace = case.namespace(env.namespace)
+        amqp = AmqpSettings(url=env.amqp_url, namespace=namespace, quorum_queues=case.quorum)
         asyncio.run(fill_herald_queue(amqp, messages))
     elif case.runtime == "celery":
         _fill_celery(queue, peer_url, messages)
