@@ -7,10 +7,11 @@ just before its commit; so every figure below includes the commit itself):
 
 - published: ``outbox.published_at`` — ``now()`` of the relay's claim transaction, just before
   it publishes the row (commit → claimed);
-- handled: when ``bench.observer`` received the notification a trigger sends as the worker's
-  enrichment sets the post's ``enriched_version``. PostgreSQL delivers a notification only after
-  the sending transaction committed, so this time is after the worker's commit (the trigger's
-  own ``clock_timestamp()``, inside the transaction, is kept as ``handled_in_tx``, a lower bound);
+- handled: the time the worker's transaction that enriched the post commits, stamped by a
+  deferred trigger the harness installs (``bench.handled_marker``): after every statement of
+  that transaction, just before its commit record is flushed;
+- enriched claimed: the relay's claim of the ``post.enriched`` event the worker emitted, which
+  comes after the worker's commit (an upper bound of "handled", including the relay's wake-up);
 - invalidated: the cache-invalidator's own histogram ``herald_cache_invalidation_lag_seconds``,
   observed after its Redis invalidation returned, from the event's ``occurred_at``; read from
   its Prometheus multi-process file, so it costs the invalidator nothing extra. It counts every
@@ -41,7 +42,7 @@ import uvloop
 from bench.config import BenchConfig
 from bench.data import BenchData
 from bench.env import BenchEnv, broker_names, purge_queues
-from bench.observer import TRIGGER, ObservedLog, is_ready
+from bench.handled_marker import HANDLED_COUNT, INSTALL, STAGE_TIMES
 from bench.openloop import write_open_loop
 from bench.pipeline_results import (
     INVALIDATIONS_PER_POST,
@@ -72,7 +73,6 @@ class Pipeline:
     port: int
     token: str
     groups: list[Group]
-    observed: ObservedLog
     invalidator_metrics: Path
     dsn: str
     amqp_url: str
@@ -144,21 +144,19 @@ async def _backends(pool: asyncpg.Pool) -> list[int]:
 
 async def _drain(
     pool: asyncpg.Pool, pipeline: Pipeline, ids: list[str], before: dict[float, float], wait: float
-) -> tuple[list[asyncpg.Record], dict[str, list[tuple[float, float]]], dict[float, float], float]:
+) -> tuple[list[asyncpg.Record], dict[float, float], float]:
     """Wait (at most ``wait`` s) until every post is handled and invalidated; then read."""
     started = time.monotonic()
-    wanted = set(ids)
     expected = INVALIDATIONS_PER_POST * len(ids)
     while True:
-        observed = pipeline.observed.refresh()
         lags = minus(lag_buckets(pipeline.invalidator_metrics), before)
-        handled = wanted.issubset(observed)
         invalidated = max(lags.values(), default=0) >= expected
+        handled = await pool.fetchval(HANDLED_COUNT, ids) >= len(ids)
         if (handled and invalidated) or time.monotonic() - started > wait:
             break
         await asyncio.sleep(0.1)
-    rows = await pool.fetch(_TIMES, ids)
-    return rows, observed, lags, time.monotonic() - started
+    rows = await pool.fetch(STAGE_TIMES, ids)
+    return rows, lags, time.monotonic() - started
 
 
 async def _run_rate(
@@ -178,10 +176,10 @@ async def _run_rate(
     )
     cpu1 = meter.read()
     ids = writer.created_ids
-    rows, observed, lags, drained = await _drain(
+    rows, lags, drained = await _drain(
         pool, pipeline, ids, lags0, wait=config.pipeline_drain_seconds
     )
-    stages, trend = stages_of(ids, rows, observed)
+    stages, trend = stages_of(ids, rows)
     result = RateResult(rate, purpose, writer, drained, stages)
     result.invalidated = BucketStage(lags, INVALIDATIONS_PER_POST * len(ids))
     result.trend = trend
@@ -252,20 +250,8 @@ def _start_services(
                 {**process_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)},
             )
         )
-        observed = env.work / "observed.txt"
-        started.append(
-            groups.start(
-                "pipeline-observer", [str(BIN / "python"), "-m", "bench.observer", str(observed)],
-                process_env,
-            )
-        )  # fmt: skip
         queues = [f"{env.namespace}.worker", f"{env.namespace}.cache-invalidator"]
         asyncio.run(_wait_consumers(env.amqp_url, queues))
-        deadline = time.monotonic() + 30
-        while not is_ready(observed):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the observer did not start listening")
-            time.sleep(0.05)
     except BaseException:
         for group in reversed(started):
             groups.stop(group)
@@ -274,7 +260,6 @@ def _start_services(
         server.port,
         data.reader_token,
         started,
-        ObservedLog(observed),
         metrics,
         env.dsn,
         env.amqp_url,
@@ -283,11 +268,11 @@ def _start_services(
 
 
 async def _prepare(env: BenchEnv) -> None:
-    """Install the observer's trigger; forget what earlier phases left unpublished (their
+    """Install the handled marker; forget what earlier phases left unpublished (their
     events are not this phase's) and empty the queues they filled with nobody consuming."""
     conn = await asyncpg.connect(env.dsn)
     try:
-        await conn.execute(TRIGGER)
+        await conn.execute(INSTALL)
         await conn.execute("UPDATE outbox SET published_at = now() WHERE published_at IS NULL")
     finally:
         await conn.close()
@@ -297,7 +282,7 @@ async def _prepare(env: BenchEnv) -> None:
 def run_pipeline(
     config: BenchConfig, groups: Groups, env: BenchEnv, data: BenchData, process_env: dict[str, str]
 ) -> list[RateResult]:
-    """Start the API, the worker, the cache-invalidator and the observer; write at each rate."""
+    """Start the API, the worker and the cache-invalidator; write at each rate."""
     asyncio.run(_prepare(env))
     pipeline = _start_services(config, groups, env, data, process_env)
     try:

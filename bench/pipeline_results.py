@@ -166,23 +166,24 @@ def minus(after: dict[float, float], before: dict[float, float]) -> dict[float, 
 
 
 def stages_of(
-    ids: list[str], rows: list[asyncpg.Record], observed: dict[str, list[tuple[float, float]]]
+    ids: list[str], rows: list[asyncpg.Record]
 ) -> tuple[dict[str, Stage], tuple[float, float]]:
-    """Per-event stages of the created posts (rows in commit order), and the handled trend."""
-    published, handled, in_tx, after_claim = [], [], [], []
+    """Per-event stages of the created posts (``STAGE_TIMES`` rows, in commit order), and the
+    median commit → handled latency of the first and the last fifth of them."""
+    published, handled, enriched_claimed, after_claim = [], [], [], []
     duplicated = 0
     for row in rows:
         occurred = row["occurred"]
         if row["published"] is not None:
             published.append((row["published"] - occurred) * 1000)
-        seen = observed.get(row["post_id"])
-        if seen:
-            duplicated += len(seen) - 1
-            trigger, received = min(seen, key=lambda s: s[1])
-            handled.append((received - occurred) * 1000)
-            in_tx.append((trigger - occurred) * 1000)
+        if row["handled"]:
+            duplicated += len(row["handled"]) - 1
+            first = min(row["handled"])
+            handled.append((first - occurred) * 1000)
             if row["published"] is not None:
-                after_claim.append((received - row["published"]) * 1000)
+                after_claim.append((first - row["published"]) * 1000)
+        if row["enriched_claimed"] is not None:
+            enriched_claimed.append((row["enriched_claimed"] - occurred) * 1000)
     fifth = max(1, len(handled) // 5)
     trend = (
         (statistics.median(handled[:fifth]), statistics.median(handled[-fifth:]))
@@ -192,9 +193,10 @@ def stages_of(
     stages = {
         "published": Stage.of(published, len(ids) - len(published), 0),
         "handled": Stage.of(handled, len(ids) - len(handled), duplicated),
-        # Not stages of their own: the trigger's time inside the worker's transaction (before
-        # its commit), and from the relay's claim to the handled time.
-        "handled_in_tx": Stage.of(in_tx, 0, 0),
+        # Not stages of their own: the relay's claim of the post.enriched event the worker
+        # emitted (certainly after the worker's commit: an upper bound of "handled"), and from
+        # the relay's claim of post.created to the handled time.
+        "enriched_claimed": Stage.of(enriched_claimed, 0, 0),
         "claimed_to_handled": Stage.of(after_claim, 0, 0),
     }
     return stages, trend

@@ -17,7 +17,7 @@ from bench.summary import summarize_http
 
 _STAGE_TITLES = {
     "published": "claimed by the relay",
-    "handled": "handled (worker's commit seen)",
+    "handled": "handled (worker's commit)",
     "invalidated": "cache invalidated (histogram)",
 }
 _BASELINE, _HERALD, _VARIANT = "#9e9e9e", "#1f77b4", "#ff7f0e"

@@ -126,7 +126,7 @@ def _pipeline_rows(results: dict[str, Any]) -> list[list[str]]:
                 "yes" if r["sustained"] else "**no**",
                 _lat(stages["published"]),
                 _lat(stages["handled"]),
-                _lat(stages["handled_in_tx"]),
+                _lat(stages["enriched_claimed"]),
                 _bounds(inv),
                 f"{inv.get('count', 0):,}/{inv.get('expected', 0):,}",
                 str(lost),
@@ -138,7 +138,7 @@ def _pipeline_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def _pipeline_cpu_rows(results: dict[str, Any]) -> list[list[str]]:
-    names = ["api", "worker", "invalidator", "postgres", "rabbitmq", "redis", "writer", "observer"]
+    names = ["api", "worker", "invalidator", "postgres", "rabbitmq", "redis", "writer"]
     rows = []
     for r in results.get("pipeline", []):
         cpu = r["cpu_share"]
@@ -161,9 +161,10 @@ def _pipeline_section(results: dict[str, Any]) -> list[str]:
         "### Event pipeline (Herald's API, worker and cache-invalidator; open-loop writers)",
         "",
         "ms from the API's commit (the event's `occurred_at`, stamped just before it). published = "
-        "claimed by the relay (`outbox.published_at`); handled = the worker's enrichment "
-        "committed (a notification received after its commit); in tx = the same, stamped "
-        "inside the worker's transaction (a lower bound); invalidated = the invalidator's "
+        "claimed by the relay (`outbox.published_at`); handled = the worker's transaction that "
+        "enriched the post commits (a deferred trigger's time, just before the commit record's "
+        "flush); post.enriched claimed = the relay's claim of the event the worker emitted, "
+        "after its commit (an upper bound of handled); invalidated = the invalidator's "
         "histogram, bucket bounds over 2 invalidations per post (`post.created` and "
         "`post.enriched`).",
         "",
@@ -175,7 +176,7 @@ def _pipeline_section(results: dict[str, Any]) -> list[str]:
             "sustained",
             "published p50/p95/p99/max",
             "handled p50/p95/p99/max",
-            "handled in tx p50/p95/p99/max",
+            "post.enriched claimed p50/p95/p99/max",
             "invalidated p50/p95/p99",
             "invalidations",
             "lost",
@@ -190,14 +191,14 @@ def _pipeline_section(results: dict[str, Any]) -> list[str]:
         f"Highest sustained rate found: **{f'{best}/s' if best else 'none'}** (search between "
         f"{results['config'].get('search_low', '?')}/s and "
         f"{results['config'].get('search_high', '?')}/s). CPU while writing, in cores and, in "
-        "brackets, µs per created post (`writer` and `observer` are the load generator and the "
-        "handled-time listener; RabbitMQ and Redis are the shared servers, other people's work "
-        "included; `machine` is all of it):",
+        "brackets, µs per created post (`writer` is the load generator, the harness's process; "
+        "RabbitMQ and Redis are the shared servers, other people's work included; `machine` is "
+        "all of it):",
         "",
     ]
     out += _table(
         ["offered", "achieved/s", "api", "worker", "invalidator", "postgres", "rabbitmq",
-         "redis", "writer", "observer", "machine"],
+         "redis", "writer", "machine"],
         _pipeline_cpu_rows(results),
     )  # fmt: skip
     return out

@@ -102,8 +102,9 @@ def test_bench_harness_runs_the_pipeline_and_the_consumers(tmp_path: Path) -> No
     assert fixed["created"] > 0, output
     assert fixed["stages"]["handled"]["lost"] == 0, output
     assert fixed["stages"]["handled"]["count"] == fixed["created"], output
+    assert fixed["stages"]["handled"]["duplicated"] == 0, output
     assert fixed["invalidated"]["count"] == fixed["invalidated"]["expected"], output
-    assert {"api", "worker", "invalidator", "writer", "observer", "postgres"} <= set(
+    assert {"api", "worker", "invalidator", "writer", "postgres", "rabbitmq"} <= set(
         fixed["cpu_share"]
     ), output
     cases = results["workers"]["cases"]
