@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -69,7 +70,7 @@ def _request(port: int, token: str, body: bytes, key: str) -> bytes:
 
 async def write_open_loop(
     port: int,
-    token: str,
+    token: str | Sequence[str],
     *,
     rate: float,
     seconds: float,
@@ -77,7 +78,8 @@ async def write_open_loop(
     nonce: str,
     give_up_after: float = 1.25,
 ) -> WriterResult:
-    """POST ``rate`` posts per second for ``seconds`` to the API on loopback ``port``.
+    """POST ``rate`` posts per second for ``seconds`` to the API on loopback ``port``, with
+    ``token`` (or with several in turn: the posts of as many accounts).
 
     A request still waiting for a connection ``give_up_after`` x ``seconds`` after the start is
     abandoned (counted, not sent): past that the server is clearly not keeping up, and waiting
@@ -90,6 +92,7 @@ async def write_open_loop(
     for _ in range(connections):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         idle.put_nowait(_Connection(reader, writer))
+    tokens = [token] if isinstance(token, str) else list(token)
     result = WriterResult(offered_rate=rate, planned_seconds=seconds)
     total = int(rate * seconds)
     loop = asyncio.get_running_loop()
@@ -103,7 +106,8 @@ async def write_open_loop(
             result.abandoned += 1
             return
         try:
-            status, raw = await conn.exchange(_request(port, token, body, f"{nonce}-{rate}-{i}"))
+            request = _request(port, tokens[i % len(tokens)], body, f"{nonce}-{rate}-{i}")
+            status, raw = await conn.exchange(request)
         except (OSError, asyncio.IncompleteReadError, ValueError):
             result.errors += 1
             conn.close()

@@ -71,7 +71,7 @@ class Pipeline:
     """The running services and where their observations are."""
 
     port: int
-    token: str
+    tokens: list[str]
     groups: list[Group]
     invalidator_metrics: Path
     dsn: str
@@ -172,7 +172,7 @@ async def _run_rate(
     lags0 = lag_buckets(pipeline.invalidator_metrics)
     cpu0 = meter.read()
     writer = await write_open_loop(
-        pipeline.port, pipeline.token, rate=rate, seconds=seconds, nonce=uuid.uuid4().hex[:10]
+        pipeline.port, pipeline.tokens, rate=rate, seconds=seconds, nonce=uuid.uuid4().hex[:10]
     )
     cpu1 = meter.read()
     ids = writer.created_ids
@@ -194,7 +194,7 @@ async def _run_rates(config: BenchConfig, pipeline: Pipeline) -> list[RateResult
     pool = await asyncpg.create_pool(pipeline.dsn, min_size=1, max_size=2)
     try:
         # Warm the connections, the relays and both consumers; these posts are not measured.
-        await write_open_loop(pipeline.port, pipeline.token, rate=50, seconds=1, nonce="warm")
+        await write_open_loop(pipeline.port, pipeline.tokens, rate=50, seconds=1, nonce="warm")
         for rate in config.pipeline_rates:
             results.append(await _run_rate(config, pool, pipeline, rate, "fixed"))
         for _ in range(config.search_probes):
@@ -258,7 +258,7 @@ def _start_services(
         raise
     return Pipeline(
         server.port,
-        data.reader_token,
+        data.writer_tokens,
         started,
         metrics,
         env.dsn,
