@@ -25,10 +25,12 @@ tools: ## tools the tests and benchmarks use beyond Python (promtool, wrk)
 
 setup: venv services migrate
 
-$(VENV)/.herald-installed: requirements.lock $(MEMBERS) deploy/local/bootstrap-venv.sh
+LOCKS := requirements-runtime.lock requirements-build.lock requirements-dev.lock
+
+$(VENV)/.herald-installed: $(LOCKS) $(MEMBERS) deploy/local/bootstrap-venv.sh
 	@deploy/local/bootstrap-venv.sh
 
-venv: $(VENV)/.herald-installed ## create .venv from the hash-checked lock
+venv: $(VENV)/.herald-installed ## create .venv from the hash-checked locks (runtime + dev)
 
 services: ## make sure PostgreSQL, Redis and RabbitMQ are running (install them if missing)
 	@deploy/local/ensure-services.sh
@@ -56,9 +58,13 @@ test-e2e: setup ## only the end-to-end tests (real service processes)
 bench: setup tools ## benchmarks vs bare baselines and Celery (~20 min; BENCH_ARGS=--help)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-lock: venv ## re-pin requirements.in into requirements.lock (with hashes)
-	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header --quiet \
-		requirements.in -o requirements.lock
+# The dev lock is compiled against the other two, so every package they share has one pin.
+COMPILE = $(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header --quiet
+lock: venv ## re-pin requirements-{runtime,build,dev}.in into their .lock files (with hashes)
+	$(COMPILE) requirements-runtime.in -o requirements-runtime.lock
+	$(COMPILE) requirements-build.in -o requirements-build.lock
+	$(COMPILE) requirements-dev.in -c requirements-runtime.lock -c requirements-build.lock \
+		-o requirements-dev.lock
 
 up: ## the whole system in Docker (needs a Docker engine)
 	docker compose up --build
