@@ -190,7 +190,7 @@ def test_keda_scales_both_consumers_on_their_own_queues(overlay: str) -> None:
         scaled = one(overlay, "ScaledObject", name)
         (trigger,) = scaled["spec"]["triggers"]
         assert trigger["type"] == "rabbitmq"
-        assert trigger["metadata"]["queueName"] == ConsumerQueues(namespace, consumer, (1.0,)).main
+        assert trigger["metadata"]["queueName"] == ConsumerQueues(namespace, consumer, ()).main
         authentication = authentications[trigger["authenticationRef"]["name"]]
         (ref,) = authentication["spec"]["secretTargetRef"]
         assert ref["name"] == "herald-secrets"
