@@ -44,7 +44,8 @@ lint: venv ## ruff, formatting and the import contracts between packages
 	$(BIN)/lint-imports
 
 typecheck: venv ## mypy --strict over every package
-	$(BIN)/mypy shared/src services/api/src services/worker/src services/cache-invalidator/src cli/src scripts tests bench
+	$(BIN)/mypy shared/src services/api/src services/worker/src services/cache-invalidator/src cli/src scripts tests bench \
+		deploy/healthcheck.py
 
 test-unit: venv ## only the unit tests (no servers needed)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
