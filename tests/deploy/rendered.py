@@ -110,3 +110,32 @@ def empty_dir_mounts(deployment: Manifest, container_spec: Manifest) -> list[str
     """Where ``container_spec`` mounts an emptyDir: the only places it may write."""
     empty = {v["name"] for v in pod_spec(deployment).get("volumes", []) if "emptyDir" in v}
     return [m["mountPath"] for m in container_spec.get("volumeMounts", []) if m["name"] in empty]
+
+
+def parse_ini(text: str) -> dict[str, dict[str, str]]:
+    """PgBouncer's ini: sections of ``key = value`` (``;`` and ``#`` start comments)."""
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith((";", "#")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+        else:
+            key, _, value = line.partition("=")
+            current[key.strip()] = value.strip()
+    return sections
+
+
+def check_pgbouncer_ini(ini: dict[str, dict[str, str]], dsns: list[str]) -> None:
+    """Transaction pooling as Herald needs it, and a database for every DSN the services use."""
+    settings = ini["pgbouncer"]
+    assert settings["pool_mode"] == "transaction"
+    assert settings["server_reset_query"] == ""
+    assert "extra_float_digits" in settings["ignore_startup_parameters"].split(",")
+    assert settings["unix_socket_dir"] == ""
+    for dsn in dsns:
+        host_port, _, database = dsn.split("@")[1].partition("/")
+        assert host_port == f"pgbouncer:{settings['listen_port']}", dsn
+        assert database in ini["databases"], dsn
