@@ -7,12 +7,15 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from herald_api.settings import ServerSettings
@@ -241,3 +244,30 @@ def test_production_ships_no_secret_and_no_placeholder() -> None:
     for manifest in render("production"):
         text = json.dumps(manifest)
         assert not PLACEHOLDER.search(text), f"{manifest['kind']}/{manifest['metadata']['name']}"
+
+
+CLUSTER_PROMETHEUS = K8S.parent / "prometheus" / "kubernetes.yml"
+
+
+def test_the_cluster_prometheus_scrapes_the_annotated_pods(tmp_path: Path) -> None:
+    config = yaml.safe_load(CLUSTER_PROMETHEUS.read_text())
+    (job,) = config["scrape_configs"]
+    (discovery,) = job["kubernetes_sd_configs"]
+    namespace = one("base", "Namespace", "herald")["metadata"]["name"]
+    assert discovery == {"role": "pod", "namespaces": {"names": [namespace]}}
+    keep = job["relabel_configs"][0]
+    assert keep["source_labels"] == ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"]
+    assert (keep["action"], keep["regex"]) == ("keep", "true")
+    # Debian's Prometheus is built without Kubernetes discovery: promtool checks everything
+    # else (relabelling, rule files) with the discovery swapped for a static target.
+    job.pop("kubernetes_sd_configs")
+    job["static_configs"] = [{"targets": ["127.0.0.1:8000"]}]
+    checked = tmp_path / "prometheus.yml"
+    checked.write_text(yaml.safe_dump(config))
+    shutil.copy(CLUSTER_PROMETHEUS.with_name("alerts.yml"), tmp_path)
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: make tools installs it"
+    result = subprocess.run(
+        [promtool, "check", "config", str(checked)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
