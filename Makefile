@@ -45,7 +45,7 @@ lint: venv ## ruff, formatting and the import contracts between packages
 
 typecheck: venv ## mypy --strict over every package
 	$(BIN)/mypy shared/src services/api/src services/worker/src services/cache-invalidator/src cli/src scripts tests bench \
-		deploy/healthcheck.py
+		deploy/healthcheck.py deploy/local/consumer_concurrency.py
 
 test-unit: venv ## only the unit tests (no servers needed)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
