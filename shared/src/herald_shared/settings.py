@@ -56,7 +56,7 @@ class DatabaseSettings(BaseSettings):
 
 
 class SecuritySettings(BaseSettings):
-    """Secrets and environment; in production a secret must be random (``secret_strength``)."""
+    """Secrets and environment; in production a secret must be 32 random bytes, hex or base64."""
 
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
 
