@@ -5,7 +5,8 @@ in a private mount namespace (``unshare --mount``) where the code tree is read-o
 emptyDir the container mounts is a fresh directory of the test's own, and the process runs as
 the manifests' unprivileged user (``setpriv``). Cluster addresses are rewritten to this
 machine's servers by a table, and the services' names (database, broker namespace, Redis key
-prefix) are the test run's own.
+prefix) are the test run's own. Shaping mounts and switching user needs root, which ``make
+test`` has on the machines it runs on (CI included).
 """
 
 from __future__ import annotations
@@ -58,24 +59,27 @@ def _mount_script(
 ) -> list[str]:
     """Shell commands that shape the private mount namespace."""
     commands: list[str] = []
-    for index, path in enumerate(read_only):
-        blocked = _untraversable_ancestor(path)
-        if blocked is not None:
-            # Like /root (mode 700) above this machine's interpreter: the pod user could not
-            # reach what lies below. Lay an enterable tmpfs over it with only that child in.
-            directory, child = blocked
-            hold = holding / str(index)
+    # A directory the pod user may not enter above a path it needs (like /root, mode 700, above
+    # this machine's interpreter): lay an enterable tmpfs over it holding only those children.
+    blocked: dict[Path, set[str]] = {}
+    for path in read_only:
+        found = _untraversable_ancestor(path)
+        if found is not None:
+            blocked.setdefault(found[0], set()).add(found[1])
+    for index, (directory, children) in enumerate(sorted(blocked.items())):
+        held = [(holding / f"{index}-{n}", directory / child) for n, child in enumerate(children)]
+        for hold, original in held:
             hold.mkdir()
+            commands.append(f"mount --bind {shlex.quote(str(original))} {hold}")
+        commands.append(f"mount -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(directory))}")
+        for hold, original in held:
             commands += [
-                f"mount --bind {shlex.quote(str(directory / child))} {hold}",
-                f"mount -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(directory))}",
-                f"mkdir {shlex.quote(str(directory / child))}",
-                f"mount --bind {hold} {shlex.quote(str(directory / child))}",
+                f"mkdir {shlex.quote(str(original))}",
+                f"mount --bind {hold} {shlex.quote(str(original))}",
             ]
-        commands += [
-            f"mount --bind {shlex.quote(str(path))} {shlex.quote(str(path))}",
-            f"mount -o remount,bind,ro {shlex.quote(str(path))}",
-        ]
+    for path in read_only:
+        quoted = shlex.quote(str(path))
+        commands += [f"mount --bind {quoted} {quoted}", f"mount -o remount,bind,ro {quoted}"]
     for mount_path in sorted(empty_dirs, key=lambda p: Path(p).parts):
         quoted = shlex.quote(mount_path)
         commands += [f"mkdir -p {quoted}", f"mount --bind {empty_dirs[mount_path]} {quoted}"]
@@ -106,7 +110,8 @@ class Pod:
             f"setpriv --reuid={POD_USER} --regid={POD_USER} --clear-groups --no-new-privs "
             "--inh-caps=-all --bounding-set=-all --"
         )
-        script.append(f"exec {drop} {shlex.join(self.command)}")
+        # Enter the working directory again: the one inherited lies under the read-only mount.
+        script += [f"cd {shlex.quote(str(ROOT))}", f"exec {drop} {shlex.join(self.command)}"]
         env = {
             **self.env,
             # The image's environment (deploy/Dockerfile), with this machine's programs.

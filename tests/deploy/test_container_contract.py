@@ -243,3 +243,31 @@ async def test_a_service_without_a_writable_trace_directory_still_runs(
     finally:
         await kill(process)
     assert "trace directory is not writable" in log.read_text()
+
+
+SANDBOX_PROBE = """
+import errno, os, sys
+try:
+    open("probe", "w")
+    print("tree: writable")
+except OSError as error:
+    print("tree:", errno.errorcode[error.errno])
+with open("/tmp/probe", "w") as probe:
+    probe.write("ok")
+print("tmp: writable")
+print("uid:", os.getuid(), os.getgid(), os.getgroups())
+"""
+
+
+async def test_the_sandbox_is_what_the_pod_would_see(tmp_path: Path) -> None:
+    pod = Pod(["python", "-c", SANDBOX_PROBE], {}, ["/tmp"])  # noqa: S108
+    log = tmp_path / "probe.log"
+    process = pod.start(tmp_path, log)
+    code = await asyncio.to_thread(process.wait, timeout=READY_SECONDS)
+    output = log.read_text()
+    assert code == 0, output
+    assert "tree: EROFS" in output
+    assert "tmp: writable" in output
+    assert "uid: 10001 10001 []" in output
+    assert (pod.volume(tmp_path, "/tmp") / "probe").read_text() == "ok"  # noqa: S108
+    assert not (ROOT / "probe").exists()
