@@ -15,10 +15,12 @@ import asyncio
 import base64
 import contextlib
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -44,7 +46,10 @@ from tests.support.waiting import wait_until
 READY_SECONDS = 60.0
 HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"
 #: The addresses the manifests name; each maps to this machine (the OTLP collector to a sink).
-CLUSTER_HOSTS = ("pgbouncer", "postgres-primary", "postgres-replica", "redis", "rabbitmq")
+CLUSTER_HOST = re.compile(
+    r"(?<=[/@])(pgbouncer|postgres-primary|postgres-replica|redis|rabbitmq|otel-collector\.[a-z.]+)"
+    r"(?=[:/])"
+)
 SERVICES = {
     # Deployment: (container, the variable that sets its listening port)
     "herald-api": ("api", "HERALD_API_PORT"),
@@ -125,7 +130,7 @@ def make_pod(database_dsn: str, amqp_namespace: str, redis_prefix: str, otlp_sin
         # The run's own broker namespace and Redis keys.
         env["HERALD_AMQP_NAMESPACE"] = amqp_namespace
         env["HERALD_REDIS_KEY_PREFIX"] = redis_prefix
-        leftover = [(k, v) for k, v in env.items() for h in CLUSTER_HOSTS if f"@{h}:" in v]
+        leftover = [(k, v) for k, v in env.items() if CLUSTER_HOST.search(v)]
         assert not leftover, f"cluster addresses left unmapped: {leftover}"
         return Pod(spec["command"], env, empty_dir_mounts(deployment, spec))
 
@@ -230,9 +235,10 @@ async def test_the_api_refuses_the_placeholder_secret(make_pod: MakePod, tmp_pat
 async def test_a_service_without_a_writable_trace_directory_still_runs(
     make_pod: MakePod, tmp_path: Path
 ) -> None:
-    # The default trace directory is relative to the working directory: the read-only tree.
+    # The default trace directory (var/traces) is relative to the working directory, the
+    # read-only tree; one of the same kind that no earlier run can have made.
     pod = make_pod("base", "herald-worker", "worker", operator_secret())
-    del pod.env["HERALD_TRACE_DIR"]
+    pod.env["HERALD_TRACE_DIR"] = f"var/traces-{uuid.uuid4().hex}"
     pod.env["HERALD_TRACE_SAMPLE_RATIO"] = "1.0"
     port = free_port()
     pod.env["HERALD_CONSUMER_HEALTH_PORT"] = str(port)
