@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from herald_api.settings import Settings
 from tests.conftest import MakeKey
@@ -46,6 +47,17 @@ async def start_api(env: dict[str, str], log_path: Path) -> asyncio.subprocess.P
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def requests_counted(metrics: str, method: str, route: str, status: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "herald_http_requests"
+        for sample in family.samples
+        if sample.name == "herald_http_requests_total"
+        and sample.labels == {"method": method, "route": route, "status": status}
+    )
 
 
 def kill_group(process: asyncio.subprocess.Process) -> None:
@@ -118,6 +130,11 @@ async def test_api_server_serves_posts_and_stops_on_sigterm(
             assert deleted.status_code == 204
 
             assert_problem(await http.get(url, headers=key.headers), 404)
+
+            # One process too writes its metrics where /metrics reads them.
+            metrics = (await http.get("/metrics")).text
+            assert requests_counted(metrics, "POST", "/v1/posts", "201") == 1
+            assert requests_counted(metrics, "DELETE", "/v1/posts/{post_id}", "204") == 1
 
         process.send_signal(signal.SIGTERM)
         try:

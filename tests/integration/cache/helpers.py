@@ -22,8 +22,8 @@ from aio_pika.abc import AbstractRobustConnection
 from asgi_lifespan import LifespanManager
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from herald_api.app import create_app
 from herald_api.lifespan import AppState
-from herald_api.main import create_app
 from herald_api.settings import Settings
 from herald_shared.messaging.topology import ConsumerQueues, consumer_queues
 from herald_shared.settings import AmqpSettings
