@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import redis.asyncio as redis
 
-from herald_api.post_reads import entry_of
-from herald_api.repositories import fetch_post
+from herald_api.posts.reads import entry_of
+from herald_api.posts.repository import fetch_post
 from herald_api.settings import Settings
 from herald_shared.cache import CacheKeys, decode_entry, revision
 from herald_shared.cache import version_of as version_of_revision

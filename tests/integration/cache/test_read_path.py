@@ -13,8 +13,8 @@ import asyncpg
 import httpx
 import redis.asyncio as redis
 
-from herald_api.post_reads import entry_of
-from herald_api.repositories import fetch_post
+from herald_api.posts.reads import entry_of
+from herald_api.posts.repository import fetch_post
 from herald_api.settings import Settings
 from herald_shared.apikeys import Role
 from herald_shared.cache import CachedPost, CacheKeys, PostCache, decode_entry

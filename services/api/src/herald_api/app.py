@@ -9,11 +9,12 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from herald_api.body_limit import BodyLimitMiddleware
-from herald_api.head_sampling import sample_at_the_edge
+from herald_api.access.route_check import check_routes_spend
+from herald_api.http.body_limit import BodyLimitMiddleware
+from herald_api.http.head_sampling import sample_at_the_edge
+from herald_api.http.problems import install_problem_handlers, problems_as_problem_json
+from herald_api.http.request_context import RequestContextMiddleware
 from herald_api.lifespan import create_lifespan
-from herald_api.problems import install_problem_handlers, problems_as_problem_json
-from herald_api.request_context import RequestContextMiddleware
 from herald_api.routes import health, metrics, posts, search, stats, webhooks
 from herald_api.settings import Settings
 from herald_shared.logs import configure_logging
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(search.router)
     app.include_router(stats.router)
     app.include_router(webhooks.router)
+    check_routes_spend(app.routes)
     _document_problems(app)
     return app
 

@@ -10,9 +10,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, Field
 
-from herald_api.schemas import PartialUpdate
+from herald_api.paging.pages import NextCursor
+from herald_api.validators import PartialUpdate, StrictBody, no_nul, unique
 from herald_shared.webhooks.matching import MAX_PATTERNS, check_pattern
 from herald_shared.webhooks.ssrf import MAX_URL_CHARS
 
@@ -21,26 +22,14 @@ MAX_DESCRIPTION_CHARS = 500
 DeliveryStatus = Literal["pending", "succeeded", "dead", "cancelled"]
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 def _known_pattern(pattern: str) -> str:
     return check_pattern(pattern)
-
-
-def _unique(patterns: list[str]) -> list[str]:
-    if len(set(patterns)) != len(patterns):
-        raise ValueError("event types must be unique")
-    return patterns
 
 
 Url = Annotated[
     str,
     Field(min_length=1, max_length=MAX_URL_CHARS, examples=["https://example.com/hooks/herald"]),
-    AfterValidator(_no_nul),
+    AfterValidator(no_nul),
 ]
 EventPattern = Annotated[str, Field(max_length=100), AfterValidator(_known_pattern)]
 EventPatterns = Annotated[
@@ -51,18 +40,16 @@ EventPatterns = Annotated[
         description="Event types to receive: exact (`post.created`), `post.*`, or `*` for all.",
         examples=[["post.*"]],
     ),
-    AfterValidator(_unique),
+    AfterValidator(unique("event types")),
 ]
 Description = Annotated[
     str,
     Field(max_length=MAX_DESCRIPTION_CHARS, examples=["Search indexer"]),
-    AfterValidator(_no_nul),
+    AfterValidator(no_nul),
 ]
 
 
-class WebhookCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
+class WebhookCreate(StrictBody):
     url: Url
     event_types: EventPatterns
     description: Description = ""
@@ -115,9 +102,7 @@ class WebhookSecret(BaseModel):
 
 class WebhookPage(BaseModel):
     items: list[WebhookOut]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+    next_cursor: NextCursor
 
 
 class DeliveryOut(BaseModel):
@@ -138,6 +123,4 @@ class DeliveryOut(BaseModel):
 
 class DeliveryPage(BaseModel):
     items: list[DeliveryOut]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+    next_cursor: NextCursor

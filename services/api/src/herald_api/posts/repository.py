@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from herald_api.cursors import Position
+from herald_api.paging.cursors import Position
 from herald_shared.db import Connection
 
 POST_COLUMNS = (

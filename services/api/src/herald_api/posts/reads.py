@@ -1,10 +1,11 @@
-"""The read path of a single post: cache-aside over Redis with coalesced misses, and the
-invalidation a writer applies right after its commit.
+"""The cached read path of posts: one post cache-aside over Redis with coalesced misses, the
+first list pages every viewer sees alike, and the invalidation a writer applies right after its
+commit.
 
-A hit costs one Redis round trip (the rate-limit script fetches the entry too). A miss reads
-PostgreSQL (the replica when configured) once per process however many requests are waiting,
-and fills the cache unless an invalidation for a newer version got there first. Any Redis
-failure degrades to reading PostgreSQL; it never fails the request.
+A hit costs one Redis round trip (``read_through_cache`` fetches the entry with the read
+budget). A miss reads PostgreSQL (the replica when configured) once per process however many
+requests are waiting, and fills the cache unless an invalidation for a newer version got there
+first. Any Redis failure degrades to reading PostgreSQL; it never fails the request.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ from dataclasses import dataclass
 
 import asyncpg
 import structlog
+from fastapi import Request
 
-from herald_api.lifespan import AppState
-from herald_api.repositories import ListQuery, fetch_post, is_enriched
-from herald_api.schemas import PostOut
+from herald_api.lifespan import AppState, get_state
+from herald_api.posts.repository import ListQuery, fetch_post, is_enriched
+from herald_api.posts.schemas import PostOut
 from herald_shared.cache import CachedPost, revision
-from herald_shared.redis_client import REDIS_ERRORS
-from herald_shared.resilience import BreakerOpenError
+from herald_shared.redis_client import REDIS_UNAVAILABLE
 
 _log = structlog.get_logger(__name__)
-_CACHE_FAILURES: tuple[type[BaseException], ...] = (BreakerOpenError, *REDIS_ERRORS)
 
 
 def post_json(row: asyncpg.Record) -> bytes:
@@ -36,23 +36,20 @@ def entry_of(row: asyncpg.Record) -> CachedPost:
     )
 
 
-def cache_key(state: AppState, post_id: uuid.UUID) -> str | None:
-    """The key to fetch with the rate-limit script, or None when the cache is off or down."""
+@dataclass(frozen=True, slots=True)
+class PostLookup:
+    """A read of one post: the key its cached entry is fetched under (None when the cache is
+    off or Redis is down), fetched by ``read_through_cache`` with the read budget."""
+
+    post_id: uuid.UUID
+    cache_key: str | None
+
+
+async def post_lookup(post_id: uuid.UUID, request: Request) -> PostLookup:
+    state = await get_state(request)
     if state.cache is None or state.redis_breaker.is_open:
-        return None
-    return state.cache.keys.post(post_id)
-
-
-async def get_cached(state: AppState, key: str | None) -> bytes | None:
-    """A plain cache lookup, for when rate limiting (which would fetch it for us) is off."""
-    if state.cache is None or key is None:
-        return None
-    try:
-        async with state.redis_breaker.guard():
-            raw = await state.cache.client.get(key)
-    except _CACHE_FAILURES:
-        return None
-    return raw if isinstance(raw, bytes) else None
+        return PostLookup(post_id, None)
+    return PostLookup(post_id, state.cache.keys.post(post_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +95,7 @@ async def fill(state: AppState, post_id: uuid.UUID, entry: CachedPost) -> bool |
     try:
         async with state.redis_breaker.guard():
             return await state.cache.fill(post_id, entry)
-    except _CACHE_FAILURES as exc:
+    except REDIS_UNAVAILABLE as exc:
         _log.debug("cache fill skipped", post_id=str(post_id), error=repr(exc))
         return None
 
@@ -118,7 +115,7 @@ async def invalidate_after_write(state: AppState, post_id: uuid.UUID, version: i
     try:
         async with state.redis_breaker.guard():
             await state.cache.invalidate(post_id, revision(version, enriched=False))
-    except _CACHE_FAILURES as exc:
+    except REDIS_UNAVAILABLE as exc:
         _log.debug("invalidation after write skipped", post_id=str(post_id), error=repr(exc))
 
 
@@ -146,7 +143,7 @@ async def list_generation(state: AppState) -> bytes | None:
     try:
         async with state.redis_breaker.guard():
             return await state.cache.list_generation()
-    except _CACHE_FAILURES:
+    except REDIS_UNAVAILABLE:
         return None
 
 
@@ -156,5 +153,5 @@ async def fill_list_page(state: AppState, key: str, generation: bytes, body: byt
     try:
         async with state.redis_breaker.guard():
             await state.cache.fill_list(key, generation, body)
-    except _CACHE_FAILURES as exc:
+    except REDIS_UNAVAILABLE as exc:
         _log.debug("list page fill skipped", error=repr(exc))

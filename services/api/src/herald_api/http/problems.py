@@ -19,10 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from herald_api.request_context import request_id_of
+from herald_api.http.media import JSON, PROBLEM_JSON
+from herald_api.http.request_context import request_id_of
 from herald_shared.db import UNAVAILABLE_ERRORS
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _log = structlog.get_logger(__name__)
 
@@ -100,7 +100,7 @@ def problem_response(request: Request, problem: Problem) -> Response:
         content=json.dumps(body, separators=(",", ":"), default=str),
         status_code=problem.status,
         headers=headers,
-        media_type=PROBLEM_MEDIA_TYPE,
+        media_type=PROBLEM_JSON,
     )
 
 
@@ -152,7 +152,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     errors = _validation_errors(exc)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if request.method in ("POST", "PUT", "PATCH") and not (
-        content_type == "application/json" or content_type.endswith("+json")
+        content_type == JSON or content_type.endswith("+json")
     ):
         return problem_response(
             request,
@@ -212,6 +212,6 @@ def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
         for operation in path.values():
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
-                if status.isdigit() and int(status) >= 400 and "application/json" in content:
-                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+                if status.isdigit() and int(status) >= 400 and JSON in content:
+                    content[PROBLEM_JSON] = content.pop(JSON)
     return schema

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from herald_api.problems import Problem
+from herald_api.http.problems import Problem
 
 _ENTITY_TAG_RE = re.compile(r'\s*(W/)?"([\x21\x23-\x7e]*)"\s*')
 

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from herald_api.problems import Problem, problem_response
+from herald_api.http.problems import Problem, problem_response
 
 
 class BodyLimitMiddleware:

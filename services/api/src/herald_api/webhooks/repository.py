@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from herald_api.cursors import Position
+from herald_api.paging.cursors import Position
 from herald_shared.db import Connection
 
 WEBHOOK_COLUMNS = (
