@@ -40,7 +40,7 @@ class Budget(enum.Enum):
     WRITE = "write"
 
     def subject(self, principal: Principal) -> str:
-        """The limiter's subject: one counter per key and budget."""
+        """The limiter's subject: one counter per key and budget (``…:r`` / ``…:w``)."""
         return f"key:{principal.key_id}:{self.value[0]}"
 
     def limit(self, principal: Principal, limits: RateLimitSettings) -> int:
