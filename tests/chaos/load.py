@@ -278,6 +278,7 @@ class LoadDriver:
             await self._create(write)
             if write.outcome is Outcome.OK and write.post_id is not None:
                 client.posts[write.post_id] = _Post(write.version or 1, client.account)
+                await self._read_back(client, write.post_id)
             return
         post_id = self._random.choice(list(client.posts))
         post = client.posts[post_id]
@@ -290,9 +291,16 @@ class LoadDriver:
             await self._delete(write, post)
         if write.outcome is Outcome.OK and op == "update" and write.version is not None:
             post.version = write.version
+            await self._read_back(client, post_id)
         elif write.outcome is not Outcome.FAILED or write.status in (404, 412):
             # Deleted, or its state is no longer known for sure: leave it alone from now on.
             del client.posts[post_id]
+
+    async def _read_back(self, client: _Client, post_id: uuid.UUID) -> None:
+        """Half the time, read a post right after writing it, as clients do: the read caches
+        the version before the worker enriches it, so the enrichment's invalidation matters."""
+        if self._random.random() < 0.5:
+            await self._request("get", "GET", f"/v1/posts/{post_id}", None, client.account.headers)
 
     def _body(self) -> dict[str, Any]:
         words = self._random.choices(_WORDS, k=self._random.randint(5, 60))
