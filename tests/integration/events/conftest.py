@@ -1,5 +1,5 @@
-"""Fixtures for the event tests: real consumer processes, the broker as tests see it, and
-queries over the tables the recording handler of ``tests.support.consumer_app`` writes.
+"""Fixtures for the event tests: a consumer (queue) name of each test's own, events to publish,
+and queries over the tables the recording handler of ``tests.support.consumer_app`` writes.
 
 Every test names its own consumer (``consumer_name``), so its queues are its own; the consumers
 are bound to ``post.created`` in the run's namespace, so a test only ever counts its own event

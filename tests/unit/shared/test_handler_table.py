@@ -85,6 +85,19 @@ def test_the_bindings_are_the_types_the_table_handles() -> None:
     assert table.route("post.created", 2) is None  # another schema version is not handled
 
 
+def test_one_type_and_version_is_decoded_by_one_model() -> None:
+    class SameType(PostCreated):
+        pass
+
+    async def handler(event: Event[EventData]) -> None:
+        pass
+
+    table = HandlerTable()
+    table.idempotent(PostCreated, handler)
+    with pytest.raises(ValueError, match="decoded by PostCreated already"):
+        table.idempotent(SameType, handler)
+
+
 def test_dependencies_must_be_keyword_arguments() -> None:
     async def handler(event: Event[PostDeleted], tx: Connection, dep: int) -> None:
         pass

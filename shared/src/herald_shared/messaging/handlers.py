@@ -144,6 +144,12 @@ class HandlerTable:
 
     def _add(self, model: type[EventData], step: Step) -> None:
         route = self._routes.setdefault((model.type, model.schema_version), Route(model))
+        if route.model is not model:
+            # One payload is decoded once, by one model: each handler must get the one it named.
+            raise ValueError(
+                f"{model.type} v{model.schema_version} is decoded by {route.model.__name__} "
+                f"already, not {model.__name__}"
+            )
         route.steps.append(step)
 
     def route(self, event_type: str, schema_version: int) -> Route | None:
