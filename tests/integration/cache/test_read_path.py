@@ -20,13 +20,10 @@ from herald_shared.apikeys import Role
 from herald_shared.cache import CachedPost, CacheKeys, PostCache, decode_entry
 from herald_shared.settings import DatabaseSettings
 from tests.conftest import MakeKey
-from tests.integration.cache.helpers import (
-    HoldingProxy,
-    create_published,
-    running_api,
-    with_port,
-)
-from tests.support.http import assert_problem
+from tests.support.apps import running_api
+from tests.support.http import assert_problem, create_published
+from tests.support.network import with_port
+from tests.support.proxies import HoldingProxy
 from tests.support.waiting import wait_until
 
 

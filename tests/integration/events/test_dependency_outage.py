@@ -9,15 +9,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from tests.integration.events.conftest import (
-    Broker,
-    Processes,
-    effects,
-    post_created,
-    wait_for_effects,
-)
-from tests.support.services import FAST_RETRY_DELAYS
-from tests.support.tcp_proxy import TcpProxy
+from tests.integration.events.conftest import effects, post_created, wait_for_effects
+from tests.support.broker import FAST_RETRY_DELAYS, Broker
+from tests.support.proxies import TcpProxy
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
 
