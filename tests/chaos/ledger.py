@@ -9,7 +9,8 @@ its transaction (and so did every unknown write that was in fact applied). Again
   ``processed_events`` row per event, enrichment applied to each post's last version,
   ``account_stats`` equal to a recount from ``posts``, one webhook delivery per (webhook, event);
 - each healthy webhook subscriber received every event of its account at least once
-  (duplicates are counted, and never exceed the delivery's recorded attempts);
+  (duplicates are counted, and never exceed the attempts the delivery log recorded or the
+  worker logged as unrecorded);
 - the cache agrees with the database for every post: what is cached equals the row (an absent
   entry proves nothing by itself, so every post is read once through the API and checked again);
 - every retry queue is empty and the dead-letter queues hold exactly what the scenario meant;
@@ -273,15 +274,30 @@ async def _check_worker(system: ChaosSystem, events: list[_Event], report: Ledge
 async def _deliveries(
     system: ChaosSystem, subscribers: Sequence[Subscriber]
 ) -> dict[tuple[uuid.UUID, uuid.UUID], tuple[str, int, int]]:
-    """(webhook, event) → (status, attempts, rows) of every delivery to the subscribers."""
+    """(webhook, event) → (status, attempts, rows) of every delivery to the subscribers.
+
+    ``attempts`` counts the attempts the delivery log recorded plus those the worker made but
+    could not record (it logs each one: the database was away when the answer came, so the
+    lease ran out and the call was made again)."""
     rows = await system.db.fetch(
         "SELECT webhook_id, event_id, min(status) AS status, max(attempts) AS attempts, "
-        "count(*) AS n FROM webhook_deliveries WHERE webhook_id = ANY($1::uuid[]) "
-        "GROUP BY webhook_id, event_id",
+        "count(*) AS n, array_agg(id::text) AS ids FROM webhook_deliveries "
+        "WHERE webhook_id = ANY($1::uuid[]) GROUP BY webhook_id, event_id",
         [s.webhook_id for s in subscribers],
     )
+    unrecorded = Counter(
+        str(record.get("delivery_id"))
+        for service in system.services
+        if service.label == "worker"
+        for record in service.log_records()
+        if record.get("event") == "could not record a webhook delivery"
+    )
     return {
-        (row["webhook_id"], row["event_id"]): (row["status"], row["attempts"], row["n"])
+        (row["webhook_id"], row["event_id"]): (
+            row["status"],
+            row["attempts"] + sum(unrecorded[delivery] for delivery in row["ids"]),
+            row["n"],
+        )
         for row in rows
     }
 
@@ -322,7 +338,8 @@ def _check_subscribers(
             if count > max(attempts, 1) + workers_killed:
                 report.problems.append(
                     f"{subscriber.name} got {event} {count} times, more than its {attempts} "
-                    f"recorded attempt(s) and {workers_killed} worker kill(s) explain"
+                    f"attempt(s) (recorded or logged as unrecorded) and {workers_killed} "
+                    "worker kill(s) explain"
                 )
         if not subscriber.healthy:
             continue

@@ -14,11 +14,11 @@ import os
 import asyncpg
 import uvloop
 
-from herald_shared.db import create_database
-from herald_shared.events import EventEnvelope
+from herald_shared.db import Connection, create_database
+from herald_shared.events import PostCreated
 from herald_shared.logs import configure_logging
 from herald_shared.messaging.consumer import Consumer
-from herald_shared.messaging.handlers import Delivery, HandlerSpec
+from herald_shared.messaging.handlers import Event, HandlerTable
 from herald_shared.messaging.options import health_address
 from herald_shared.messaging.service import serve
 from herald_shared.settings import AmqpSettings, ConsumerSettings, DatabaseSettings, LogSettings
@@ -33,13 +33,12 @@ CREATE TABLE IF NOT EXISTS chaos_poison_effects (
 """
 
 
-async def handle(event: EventEnvelope, delivery: Delivery) -> None:
-    if event.data.get("title") == POISON_TITLE:
+async def handle(event: Event[PostCreated], tx: Connection, *, consumer: str) -> None:
+    if event.payload.title == POISON_TITLE:
         os._exit(CRASH_STATUS)
-    assert delivery.tx is not None
-    await delivery.tx.execute(
+    await tx.execute(
         "INSERT INTO chaos_poison_effects (consumer, event_id, pid) VALUES ($1, $2, $3)",
-        delivery.consumer,
+        consumer,
         event.id,
         os.getpid(),
     )
@@ -55,9 +54,11 @@ async def main() -> None:
     finally:
         await conn.close()
     async with create_database(db_settings, application_name=f"chaos-{name}") as db:
+        handlers = HandlerTable()
+        handlers.inbox(PostCreated, handle, consumer=name)
         consumer = Consumer(
             name,
-            [HandlerSpec("post.created", handle)],
+            handlers,
             db=db,
             amqp=AmqpSettings(),
             settings=settings,

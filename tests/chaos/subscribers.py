@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from herald_shared.webhooks.matching import matches_any
 from tests.chaos.load import Account
 from tests.chaos.system import ChaosSystem, Service
-from tests.integration.webhooks.receiver import Behaviour, Receiver
+from tests.support.webhook_receiver import Behaviour, Receiver
 
 
 @dataclass(slots=True)

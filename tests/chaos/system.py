@@ -38,8 +38,9 @@ from herald_shared.messaging.publisher import build_message, publish_confirmed
 from herald_shared.messaging.topology import ConsumerQueues, consumer_queues, exchange_name
 from tests.chaos.load import Account
 from tests.support.faults import FaultProxy
+from tests.support.network import free_port
 from tests.support.processes import start_process
-from tests.support.servers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis, free_port
+from tests.support.servers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
 from tests.support.waiting import wait_until
 
 Dependency = Literal["postgres", "redis", "rabbitmq"]

@@ -12,7 +12,7 @@ from herald_shared.events import EventEnvelope, PostCreated
 from tests.chaos.poison_consumer import CRASH_STATUS, POISON_TITLE
 from tests.chaos.scenario import SCENARIO_TIMEOUT
 from tests.chaos.system import RETRY_DELAYS, ChaosSystem, Service
-from tests.support.servers import free_port
+from tests.support.network import free_port
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(SCENARIO_TIMEOUT)]

@@ -10,7 +10,7 @@ from tests.chaos.ledger import assert_kept, check_ledger
 from tests.chaos.scenario import SCENARIO_TIMEOUT, Scale, running_herald
 from tests.chaos.subscribers import subscribe
 from tests.chaos.system import BASE_ENV, ChaosSystem
-from tests.integration.webhooks.receiver import always, hang
+from tests.support.webhook_receiver import always, hang
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(SCENARIO_TIMEOUT)]
 

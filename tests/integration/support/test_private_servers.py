@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from tests.support.network import port_is_free
 from tests.support.servers import (
     PrivatePgBouncer,
     PrivatePostgres,
@@ -21,7 +22,6 @@ from tests.support.servers import (
     PrivateRedis,
     PrivateRedisCluster,
 )
-from tests.support.servers.process import port_is_free
 from tests.support.waiting import wait_until
 
 SHARED_PORTS = (5432, 6379, 5672)

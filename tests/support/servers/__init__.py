@@ -7,7 +7,7 @@ leaves no process or directory behind. The machine's shared servers are never to
 
 from tests.support.servers.pgbouncer import PrivatePgBouncer
 from tests.support.servers.postgres import PrivatePostgres
-from tests.support.servers.process import ServerProcess, free_port
+from tests.support.servers.process import ServerProcess
 from tests.support.servers.rabbitmq import PrivateRabbitMQ
 from tests.support.servers.redis import PrivateRedis, PrivateRedisCluster
 
@@ -18,5 +18,4 @@ __all__ = [
     "PrivateRedis",
     "PrivateRedisCluster",
     "ServerProcess",
-    "free_port",
 ]

@@ -16,10 +16,10 @@ import shutil
 import time
 from pathlib import Path
 
+from tests.support.network import free_port
 from tests.support.servers.postgres import postgres_bindir
 from tests.support.servers.process import (
     ServerProcess,
-    free_port,
     private_dir,
     remove_dir,
     run_as,

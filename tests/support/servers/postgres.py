@@ -22,9 +22,9 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.support.network import free_port
 from tests.support.servers.process import (
     ServerProcess,
-    free_port,
     owned_dir,
     private_dir,
     remove_dir,

@@ -16,7 +16,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,31 +26,6 @@ from tests.support.waiting import wait_until
 
 #: How long a server may take to exit after SIGKILL (the kernel reaps it; this is generous).
 _KILL_SECONDS = 10.0
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port(*, offsets: Sequence[int] = (), avoid: Sequence[int] = ()) -> int:
-    """A loopback port free now; with ``offsets``, ``port + offset`` is free too (a Redis
-    Cluster node also listens on its port + 10000). Ports in ``avoid`` are never returned."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        candidates = [port + offset for offset in offsets]
-        if port in avoid or any(p > 65535 or p in avoid for p in candidates):
-            continue
-        if all(port_is_free(p) for p in candidates):
-            return port
-    raise RuntimeError("no free loopback port found")
 
 
 def service_user(name: str) -> pwd.struct_passwd | None:

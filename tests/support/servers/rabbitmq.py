@@ -24,9 +24,9 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustConnection
 
+from tests.support.network import free_port
 from tests.support.servers.process import (
     ServerProcess,
-    free_port,
     owned_dir,
     private_dir,
     remove_dir,

@@ -16,9 +16,9 @@ from pathlib import Path
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from tests.support.network import free_port
 from tests.support.servers.process import (
     ServerProcess,
-    free_port,
     owned_dir,
     private_dir,
     remove_dir,
