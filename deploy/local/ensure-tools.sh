@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Tools the test suite and the benchmarks use beyond Python: promtool (from Debian's prometheus
-# package) to check the alerting rules, and wrk for HTTP load (make bench and its smoke test).
+# package) to check the alerting rules, wrk for HTTP load (make bench and its smoke test), and
+# pgbouncer for the tests that run a private PgBouncer in front of a private PostgreSQL.
 # Installed with apt-get when missing and we are root on Debian.
 set -euo pipefail
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
 if ((${#missing[@]} == 0)); then
   exit 0
 fi

@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from herald_shared.db import UNAVAILABLE_ERRORS, Connection
+from herald_shared.db import UNAVAILABLE_ERRORS, Connection, borrow
 
 _log = structlog.get_logger(__name__)
 _JOB_FAILURES: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError)
@@ -35,7 +35,7 @@ class PeriodicJob:
 
 async def run_if_due(pool: asyncpg.Pool, job: PeriodicJob) -> bool:
     """Run ``job`` if no other replica runs it now and its period has passed; True if it ran."""
-    async with pool.acquire(timeout=_ACQUIRE_TIMEOUT_SECONDS) as conn, conn.transaction():
+    async with borrow(pool, _ACQUIRE_TIMEOUT_SECONDS) as conn, conn.transaction():
         locked = await conn.fetchval(
             "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", _LOCK_CLASS, job.name
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from herald_shared.db import Connection
-from herald_shared.periodic import PeriodicJob
+from herald_worker.jobs.periodic import PeriodicJob
 
 _BATCH = 10_000
 
