@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: help run test setup services migrate venv lint typecheck test-unit test-integration \
-	test-e2e bench lock up down clean env-example tools
+	test-e2e test-chaos bench lock up down clean env-example tools
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ test-integration: setup ## only the integration tests
 
 test-e2e: setup ## only the end-to-end tests (real service processes)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+test-chaos: setup tools ## the chaos scenarios as a longer soak (~15 min; the CI-sized run is in test)
+	HERALD_CHAOS_SOAK=1 $(BIN)/pytest tests/chaos $(PYTEST_ARGS)
 
 bench: setup tools ## benchmarks vs bare baselines and Celery (~20 min; BENCH_ARGS=--help)
 	$(BIN)/python -m bench $(BENCH_ARGS)

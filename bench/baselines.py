@@ -28,7 +28,7 @@ from fastapi.responses import Response
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from herald_api.repositories import POST_COLUMNS
+from herald_api.posts.repository import POST_COLUMNS
 
 # Not registered: ``python -m bench.baselines`` imports this module twice (as __main__ and as the
 # factory's module); the multi-process file is written all the same.

@@ -19,11 +19,11 @@ import time
 import redis.asyncio as redis
 import uvloop
 
-from herald_shared.db import create_database
-from herald_shared.events import EventEnvelope
+from herald_shared.db import Connection, create_database
+from herald_shared.events import PostCreated
 from herald_shared.logs import configure_logging
 from herald_shared.messaging.consumer import Consumer
-from herald_shared.messaging.handlers import Delivery, Handle, HandlerSpec
+from herald_shared.messaging.handlers import Event, HandlerTable
 from herald_shared.messaging.service import serve
 from herald_shared.settings import AmqpSettings, ConsumerSettings, DatabaseSettings, LogSettings
 
@@ -34,44 +34,39 @@ CREATE TABLE IF NOT EXISTS bench_handled (
 """
 
 
-def record_handler() -> Handle:
-    async def handle(event: EventEnvelope, delivery: Delivery) -> None:
-        assert delivery.tx is not None
-        await delivery.tx.execute(
-            "INSERT INTO bench_handled (event_id, aggregate_id) VALUES ($1, $2)",
-            event.id,
-            event.aggregate_id,
-        )
-
-    return handle
+async def record(event: Event[PostCreated], tx: Connection) -> None:
+    await tx.execute(
+        "INSERT INTO bench_handled (event_id, aggregate_id) VALUES ($1, $2)",
+        event.id,
+        event.aggregate_id,
+    )
 
 
-def count_handler(client: redis.Redis, key: str, expected: int) -> Handle:
-    async def handle(event: EventEnvelope, delivery: Delivery) -> None:
-        seen = await client.incr(f"{key}:count")
-        if seen == 1:
-            await client.set(f"{key}:first", time.time())
-        if seen == expected:
-            await client.set(f"{key}:last", time.time())
-
-    return handle
+async def count(
+    event: Event[PostCreated], tx: Connection, *, client: redis.Redis, key: str, expected: int
+) -> None:
+    seen = await client.incr(f"{key}:count")
+    if seen == 1:
+        await client.set(f"{key}:first", time.time())
+    if seen == expected:
+        await client.set(f"{key}:last", time.time())
 
 
 async def main() -> None:
     name = os.environ["BENCH_CONSUMER"]
     mode = os.environ.get("BENCH_MODE", "record")
     client = redis.Redis.from_url(os.environ.get("HERALD_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    handlers = HandlerTable()
     if mode == "count":
-        handle = count_handler(
-            client, os.environ["BENCH_COUNTER_KEY"], int(os.environ["BENCH_EXPECTED"])
-        )
+        key, expected = os.environ["BENCH_COUNTER_KEY"], int(os.environ["BENCH_EXPECTED"])
+        handlers.inbox(PostCreated, count, client=client, key=key, expected=expected)
     else:
-        handle = record_handler()
+        handlers.inbox(PostCreated, record)
     try:
         async with create_database(DatabaseSettings(), application_name=f"bench-{name}") as db:
             consumer = Consumer(
                 name,
-                [HandlerSpec("post.created", handle)],
+                handlers,
                 db=db,
                 amqp=AmqpSettings(),
                 settings=ConsumerSettings(),

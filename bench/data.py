@@ -17,10 +17,10 @@ import asyncpg
 import redis.asyncio as redis
 
 from bench.env import CURSOR_SECRET, HIGH_LIMIT, BenchEnv
-from herald_api.cursors import CursorCodec, Position, filter_fingerprint
-from herald_api.post_reads import post_json
-from herald_api.preconditions import etag_for
-from herald_api.repositories import POST_COLUMNS, is_enriched
+from herald_api.http.preconditions import etag_for
+from herald_api.paging.cursors import CursorCodec, Position, filter_fingerprint
+from herald_api.posts.reads import post_json
+from herald_api.posts.repository import POST_COLUMNS, is_enriched
 from herald_shared import accounts
 from herald_shared.apikeys import Role
 

@@ -107,7 +107,7 @@ def _app(case: str, trace: float | None) -> Any:
         from bench.baselines import create_app
 
         return create_app()
-    from herald_api.main import create_server_app
+    from herald_api.app import create_server_app
 
     return create_server_app()
 

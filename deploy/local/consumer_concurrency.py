@@ -28,7 +28,7 @@ from herald_shared.events import EventEnvelope, PostCreated
 from herald_shared.logs import configure_logging
 from herald_shared.messaging.connection import open_channel
 from herald_shared.messaging.consumer import Consumer
-from herald_shared.messaging.handlers import Delivery, HandlerSpec
+from herald_shared.messaging.handlers import Event, HandlerTable
 from herald_shared.messaging.publisher import build_message, publish_confirmed
 from herald_shared.messaging.topology import consumer_queues, declare_consumer, exchange_name
 from herald_shared.settings import AmqpSettings, ConsumerSettings, LogSettings
@@ -46,7 +46,7 @@ async def publish(amqp: AmqpSettings, settings: ConsumerSettings, count: int) ->
     connection = await aio_pika.connect_robust(amqp.url.get_secret_value())
     try:
         channel = await open_channel(connection)
-        await declare_consumer(channel, queues)
+        await declare_consumer(channel, queues, bindings=(PostCreated.type,))
         exchange = await channel.get_exchange(exchange_name(amqp.namespace))
         envelopes = [event() for _ in range(count)]
         messages = [
@@ -88,7 +88,7 @@ async def measure(concurrency: int, io_seconds: float, count: int) -> float:
     last_end = 0.0
     handled = 0
 
-    async def handle(_: EventEnvelope, __: Delivery) -> None:
+    async def handle(_: Event[PostCreated]) -> None:
         nonlocal first_start, last_end, handled
         if first_start is None:
             first_start = time.perf_counter()
@@ -100,9 +100,11 @@ async def measure(concurrency: int, io_seconds: float, count: int) -> float:
 
     try:
         await publish(amqp, settings, count)
+        handlers = HandlerTable()
+        handlers.idempotent(PostCreated, handle)
         consumer = Consumer(
             CONSUMER,
-            [HandlerSpec("post.created", handle, uses_inbox=False)],
+            handlers,
             db=None,
             amqp=amqp,
             settings=settings,

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Tools the test suite and the benchmarks use beyond Python: promtool (from Debian's prometheus
 # package) to check and unit-test the alerting rules and Prometheus configurations, docker-compose
-# (Debian's, v1: it validates docker-compose.yml without a Docker engine), and wrk for HTTP load
-# (make bench and its smoke test). kubectl comes from requirements-dev.lock (make setup).
+# (Debian's, v1: it validates docker-compose.yml without a Docker engine), wrk for HTTP load
+# (make bench and its smoke test), and pgbouncer for the tests that run a private PgBouncer in
+# front of a private PostgreSQL. kubectl comes from requirements-dev.lock (make setup).
 # Installed with apt-get when missing and we are root on Debian.
 set -euo pipefail
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
 if ((${#missing[@]} == 0)); then
   exit 0
 fi

@@ -39,8 +39,8 @@ from tests.deploy.rendered import (
     secret_data,
 )
 from tests.support.broker import AMQP_URL
+from tests.support.network import free_port
 from tests.support.processes import kill_group
-from tests.support.tcp_proxy import free_port
 from tests.support.waiting import wait_until
 
 READY_SECONDS = 60.0
