@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as redis
 import uvloop
@@ -26,19 +27,20 @@ from bench.seams import (
     Consumer,
     ConsumerSettings,
     DatabaseSettings,
-    Delivery,
-    EventEnvelope,
-    Handle,
+    Event,
     LogSettings,
+    PostCreated,
     configure_logging,
     create_database,
-    handler_spec,
+    handler_table,
     serve,
 )
 
 
-def count_handler(client: redis.Redis, key: str, expected: int) -> Handle:
-    async def handle(event: EventEnvelope, delivery: Delivery) -> None:
+def count_handler(
+    client: redis.Redis, key: str, expected: int
+) -> Callable[[Event[PostCreated]], Awaitable[None]]:
+    async def handle(event: Event[PostCreated]) -> None:
         seen = await client.incr(f"{key}:count")
         if seen == 1:
             await client.set(f"{key}:first", time.time())
@@ -59,7 +61,7 @@ async def main() -> None:
         async with create_database(DatabaseSettings(), application_name=f"bench-{name}") as db:
             consumer = Consumer(
                 name,
-                [handler_spec("post.created", handle, idempotent=idempotent)],
+                handler_table(handle, idempotent=idempotent),
                 db=db,
                 amqp=AmqpSettings(),
                 settings=ConsumerSettings(),

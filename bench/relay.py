@@ -29,6 +29,7 @@ from bench.seams import (
     RelaySettings,
     build_message,
     connect,
+    declare_exchange,
     open_channel,
     publish_confirmed,
 )
@@ -52,7 +53,8 @@ def _payload() -> str:
 
 async def _relay_once(pool: asyncpg.Pool, amqp: AmqpSettings, rows: int) -> float:
     relay = OutboxRelay(pool, amqp, RelaySettings(), name="bench-relay")
-    task = asyncio.create_task(relay.run())
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
     try:
         deadline = time.monotonic() + 30
         while not relay.connected:
@@ -68,9 +70,26 @@ async def _relay_once(pool: asyncpg.Pool, amqp: AmqpSettings, rows: int) -> floa
             await asyncio.sleep(0.02)
         seconds = time.perf_counter() - started
     finally:
-        await relay.stop()
+        stop.set()
         await task
     return rows / seconds
+
+
+async def _bind_a_queue(amqp: AmqpSettings) -> None:
+    """A queue for the relayed events (the relay declares no queue: unrouted events would be
+    held back in the outbox), emptied with the namespace's other queues after each rep."""
+    connection = await connect(amqp, name="bench-relay-queue", attempts=3)
+    try:
+        channel = await open_channel(connection)
+        exchange = await declare_exchange(channel, amqp.namespace)
+        queue = await channel.declare_queue(
+            f"{amqp.namespace}.bench-relay",
+            durable=True,
+            arguments={"x-queue-type": "quorum"} if amqp.quorum_queues else {},
+        )
+        await queue.bind(exchange, routing_key="#")
+    finally:
+        await connection.close()
 
 
 async def _relay_rates(dsn: str, amqp: AmqpSettings, rows: int, reps: int) -> list[float]:
@@ -78,6 +97,7 @@ async def _relay_rates(dsn: str, amqp: AmqpSettings, rows: int, reps: int) -> li
     try:
         # Anything earlier phases left unpublished would be counted as ours.
         await pool.execute("UPDATE outbox SET published_at = now() WHERE published_at IS NULL")
+        await _bind_a_queue(amqp)
         rates = []
         for rep in range(reps):
             rate = await _relay_once(pool, amqp, rows)

@@ -10,24 +10,25 @@ of the handler API inside Herald changes this file and nothing else in ``bench``
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
-from herald_api.cursors import CursorCodec, Position, filter_fingerprint
-from herald_api.post_reads import post_json
-from herald_api.preconditions import etag_for
+from herald_api.http.preconditions import etag_for
+from herald_api.paging.cursors import CursorCodec, Position, filter_fingerprint
+from herald_api.posts.reads import post_json
 from herald_shared import accounts
 from herald_shared.apikeys import Role
-from herald_shared.db import create_database
+from herald_shared.db import Connection, create_database
 from herald_shared.events import EventEnvelope, PostCreated
 from herald_shared.logs import configure_logging
 from herald_shared.messaging.connection import connect, open_channel
 from herald_shared.messaging.consumer import Consumer
-from herald_shared.messaging.handlers import Delivery, Handle, HandlerSpec
+from herald_shared.messaging.handlers import Event, HandlerTable
 from herald_shared.messaging.publisher import build_message, publish_confirmed
 from herald_shared.messaging.service import serve
-from herald_shared.messaging.topology import consumer_queues, declare_consumer
+from herald_shared.messaging.topology import consumer_queues, declare_consumer, declare_exchange
 from herald_shared.migrate import upgrade
 from herald_shared.relay import OutboxRelay
 from herald_shared.settings import (
@@ -42,14 +43,14 @@ from herald_shared.settings import (
 __all__ = [
     "POST_COLUMNS",
     "AmqpSettings",
+    "Connection",
     "Consumer",
     "ConsumerSettings",
     "CursorCodec",
     "DatabaseSettings",
-    "Delivery",
+    "Event",
     "EventEnvelope",
-    "Handle",
-    "HandlerSpec",
+    "HandlerTable",
     "LogSettings",
     "OutboxRelay",
     "Position",
@@ -65,9 +66,10 @@ __all__ = [
     "create_api_app",
     "create_database",
     "declare_consumer",
+    "declare_exchange",
     "etag_for",
     "filter_fingerprint",
-    "handler_spec",
+    "handler_table",
     "is_enriched",
     "open_channel",
     "post_json",
@@ -77,14 +79,25 @@ __all__ = [
 ]
 
 
-def handler_spec(event_type: str, handle: Handle, *, idempotent: bool) -> HandlerSpec:
-    """Register a benchmark handler with Herald's consumer runtime.
+async def _noop(event: Event[PostCreated], tx: Connection) -> None:
+    """Nothing: an inbox handler whose only work is the inbox transaction itself."""
 
-    ``idempotent=False``: the handler runs inside the inbox transaction (the event is recorded
-    as applied in the same transaction). ``idempotent=True``: the handler declares itself
-    idempotent by construction and the runtime skips the inbox and its round trips.
+
+def handler_table(
+    handle: Callable[[Event[PostCreated]], Awaitable[None]], *, idempotent: bool
+) -> HandlerTable:
+    """A table running the benchmark task ``handle`` for every ``post.created`` event.
+
+    ``idempotent=False``: the task runs with the event recorded in the inbox, in its
+    transaction (one PostgreSQL transaction per message). ``idempotent=True``: the task is
+    registered as idempotent by construction and the runtime skips the inbox and its round
+    trips.
     """
-    return HandlerSpec(event_type, handle, uses_inbox=not idempotent)
+    table = HandlerTable()
+    if not idempotent:
+        table.inbox(PostCreated, _noop)
+    table.idempotent(PostCreated, handle)
+    return table
 
 
 #: The columns of a post, as Herald's API reads them.
@@ -102,6 +115,6 @@ def is_enriched(row: asyncpg.Record) -> bool:
 def create_api_app() -> Any:
     """Herald's ASGI app exactly as ``herald-api`` serves it (imported on demand: the app reads
     its settings from the environment the caller has prepared)."""
-    from herald_api.main import create_server_app
+    from herald_api.app import create_server_app
 
     return create_server_app()

@@ -103,7 +103,7 @@ async def fill_herald_queue(amqp: AmqpSettings, messages: int) -> None:
     try:
         channel = await open_channel(connection)
         queues = consumer_queues(amqp.namespace, CONSUMER, quorum=amqp.quorum_queues)
-        await declare_consumer(channel, queues)
+        await declare_consumer(channel, queues, bindings=("post.created",))
         await (await channel.get_queue(queues.main)).purge()
         for first in range(0, messages, 200):
             batch = []

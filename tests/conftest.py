@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import aio_pika
 import asyncpg
 import httpx
 import pytest
@@ -31,10 +30,10 @@ from herald_shared.settings import (
     SecuritySettings,
 )
 from tests.support.apps import in_process_client
-from tests.support.broker import AMQP_URL, delete_namespace
+from tests.support.broker import AMQP_URL, Broker, delete_namespace
 from tests.support.cache import REDIS_URL, delete_keys
 from tests.support.databases import create_database, drop_database, dsn_for
-from tests.support.services import Broker, Processes
+from tests.support.services import Processes
 
 #: Every consumer name and retry-delay set tests declare, so the run can remove them all.
 TEST_CONSUMERS: set[str] = set()
@@ -144,11 +143,8 @@ def make_key(db_pool: asyncpg.Pool) -> MakeKey:
 @pytest.fixture
 async def broker(amqp_settings: AmqpSettings) -> AsyncIterator[Broker]:
     """The run's broker namespace as tests see it."""
-    connection = await aio_pika.connect_robust(amqp_settings.url.get_secret_value())
-    try:
-        yield Broker(connection, amqp_settings)
-    finally:
-        await connection.close()
+    async with Broker.open(amqp_settings) as broker:
+        yield broker
 
 
 @pytest.fixture
@@ -161,7 +157,13 @@ async def processes(
 ) -> AsyncIterator[Processes]:
     """Real service processes for one test; every process group is killed when it ends."""
     running = Processes(
-        database_dsn, amqp_settings, redis_prefix, broker, tmp_path, TEST_RETRY_DELAYS
+        database_dsn,
+        amqp_settings,
+        redis_prefix,
+        broker,
+        tmp_path,
+        TEST_RETRY_DELAYS,
+        TEST_CONSUMERS,
     )
     try:
         yield running

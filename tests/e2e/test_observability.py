@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from herald_cli.tracing import load_traces, render
 from tests.conftest import MakeKey
-from tests.integration.webhooks.receiver import Receiver
-from tests.support.services import Processes, ServiceProcess
+from tests.support.processes import ServiceProcess
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
+from tests.support.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
 

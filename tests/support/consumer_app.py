@@ -23,14 +23,15 @@ from datetime import timedelta
 import asyncpg
 import uvloop
 
+from herald_shared.background import Job
 from herald_shared.db import Connection, create_database
-from herald_shared.events import EventEnvelope
+from herald_shared.events import PostCreated
 from herald_shared.logs import configure_logging
 from herald_shared.messaging.consumer import Consumer
-from herald_shared.messaging.handlers import Delivery, HandlerSpec, PermanentError, TransientError
-from herald_shared.messaging.service import Background, serve
-from herald_shared.periodic import PeriodicJob, run_periodic_jobs
+from herald_shared.messaging.handlers import Event, HandlerTable, PermanentError, TransientError
+from herald_shared.messaging.service import serve
 from herald_shared.settings import AmqpSettings, ConsumerSettings, DatabaseSettings, LogSettings
+from herald_worker.jobs.periodic import PeriodicJob, run_periodic_jobs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS test_attempts (
@@ -55,40 +56,35 @@ async def ensure_schema(dsn: str) -> None:
         await conn.close()
 
 
-def make_handler(name: str, behaviour: str, pool: asyncpg.Pool) -> HandlerSpec:
+async def record(
+    event: Event[PostCreated], tx: Connection, *, name: str, behaviour: str, pool: asyncpg.Pool
+) -> None:
+    """Record the try, behave as told, then record the effect in the inbox transaction."""
     kind, _, argument = behaviour.partition(":")
-    pid = os.getpid()
-
-    async def handle(event: EventEnvelope, delivery: Delivery) -> None:
-        async with pool.acquire() as conn:
-            tries = await _record_attempt(conn, name, event, delivery, pid)
-            fixed = await conn.fetchval("SELECT true FROM test_fixed WHERE consumer = $1", name)
-        if kind == "slow":
-            await asyncio.sleep(float(argument))
-        elif kind == "fail-transient" and tries <= int(argument):
-            raise TransientError(f"transient failure {tries}")
-        elif kind == "fail-permanent" or (kind == "fail-until-fixed" and not fixed):
-            raise PermanentError("this handler always fails")
-        assert delivery.tx is not None
-        await delivery.tx.execute(
-            "INSERT INTO test_effects (consumer, event_id, pid) VALUES ($1, $2, $3)",
-            name,
-            event.id,
-            pid,
-        )
-
-    return HandlerSpec(event_type="post.created", handle=handle)
+    async with pool.acquire() as conn:
+        tries = await _record_attempt(conn, name, event)
+        fixed = await conn.fetchval("SELECT true FROM test_fixed WHERE consumer = $1", name)
+    if kind == "slow":
+        await asyncio.sleep(float(argument))
+    elif kind == "fail-transient" and tries <= int(argument):
+        raise TransientError(f"transient failure {tries}")
+    elif kind == "fail-permanent" or (kind == "fail-until-fixed" and not fixed):
+        raise PermanentError("this handler always fails")
+    await tx.execute(
+        "INSERT INTO test_effects (consumer, event_id, pid) VALUES ($1, $2, $3)",
+        name,
+        event.id,
+        os.getpid(),
+    )
 
 
-async def _record_attempt(
-    conn: Connection, name: str, event: EventEnvelope, delivery: Delivery, pid: int
-) -> int:
+async def _record_attempt(conn: Connection, name: str, event: Event[PostCreated]) -> int:
     await conn.execute(
         "INSERT INTO test_attempts (consumer, event_id, attempt, pid) VALUES ($1, $2, $3, $4)",
         name,
         event.id,
-        delivery.attempt,
-        pid,
+        event.attempt,
+        os.getpid(),
     )
     tries: int = await conn.fetchval(
         "SELECT count(*) FROM test_attempts WHERE consumer = $1 AND event_id = $2", name, event.id
@@ -108,14 +104,16 @@ async def main() -> None:
         db_settings = db_settings.model_copy(update={"pool_max_size": needed})
     await ensure_schema(db_settings.dsn)
     async with create_database(db_settings, application_name=f"test-{name}") as db:
+        handlers = HandlerTable()
+        handlers.inbox(PostCreated, record, name=name, behaviour=behaviour, pool=db.primary)
         consumer = Consumer(
             name,
-            [make_handler(name, behaviour, db.primary)],
+            handlers,
             db=db,
             amqp=AmqpSettings(),
             settings=consumer_settings,
         )
-        background: list[Background] = []
+        background: list[Job] = []
         period = os.environ.get("HERALD_TEST_JOB_PERIOD")
         if period:
 

@@ -1,4 +1,5 @@
-"""Small helpers for talking to the API in tests: creating posts and checking problem bodies."""
+"""Small helpers for talking to the API in tests: creating posts, reading versions and checking
+problem bodies."""
 
 from __future__ import annotations
 
@@ -24,6 +25,16 @@ async def create_post(client: httpx.AsyncClient, key: ApiKey, **fields: Any) -> 
     assert response.status_code == 201, response.text
     post: dict[str, Any] = response.json()
     return post
+
+
+async def create_published(client: httpx.AsyncClient, key: ApiKey, **fields: Any) -> dict[str, Any]:
+    """Create a published post (its events reach every consumer's cache path)."""
+    return await create_post(client, key, **({"status": "published"} | fields))
+
+
+def version_of(response: httpx.Response) -> int:
+    """The post version a response carries, from its ETag (``"7"``, or ``"7-e"`` enriched)."""
+    return int(response.headers["ETag"].strip('"').split("-")[0])
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:

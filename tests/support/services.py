@@ -1,205 +1,30 @@
-"""Real service processes and the broker as tests see them.
-
-``Processes`` starts real processes (each in its own process group, logging to a file) and kills
-every group it started when the test ends; ``Broker`` publishes envelopes and inspects queues in
-the run's namespace. The ``processes`` and ``broker`` fixtures in tests/conftest.py provide them.
+"""Real Herald service processes for a test: consumers, the worker, the cache-invalidator and
+the API, each in its own process group and logging to a file; every group the test started is
+killed when it ends (the ``processes`` fixture in tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import signal
 import subprocess
-import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aio_pika
 import aiormq
 import httpx
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from herald_shared.events import EventEnvelope
-from herald_shared.messaging.connection import open_channel
-from herald_shared.messaging.publisher import build_message, publish_confirmed
-from herald_shared.messaging.topology import ConsumerQueues, consumer_queues, exchange_name
+from herald_shared.messaging.topology import ConsumerQueues
 from herald_shared.settings import AmqpSettings
-from tests.support.processes import kill_group, start_process
-from tests.support.tcp_proxy import free_port
+from tests.support.broker import FAST_RETRY_DELAYS, Broker
+from tests.support.network import free_port
+from tests.support.processes import ServiceProcess, kill_group, start_process
 from tests.support.waiting import wait_until
 
-#: Short retry steps, so a message goes through every retry queue in well under a second.
-FAST_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5)
 READY_SECONDS = 30.0
-STOP_SECONDS = 15.0
-BIN = Path(sys.executable).parent
-
-
-@dataclass(frozen=True, slots=True)
-class QueueDepth:
-    """What a passive declare reports: ready messages (not unacked ones) and consumers."""
-
-    messages: int
-    consumers: int
-
-
-@dataclass(slots=True)
-class ServiceProcess:
-    """A real process started by a test, in a process group of its own, logging to a file."""
-
-    label: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def check_running(self) -> None:
-        """Fail, with the end of the log, if the process has already exited."""
-        code = self.process.poll()
-        if code is not None:
-            raise AssertionError(f"{self.label} exited early with {code}:\n{self.log_tail()}")
-
-    async def wait_exit(self, seconds: float) -> int:
-        """The exit code, once the process has exited (fails after ``seconds``)."""
-
-        async def exited() -> bool:
-            return self.process.poll() is not None
-
-        await wait_until(exited, seconds=seconds, message=f"{self.label} did not exit")
-        code = self.process.returncode
-        assert code is not None
-        return code
-
-    async def terminate(self, seconds: float = STOP_SECONDS) -> int:
-        """SIGTERM the group and wait for the exit code."""
-        kill_group(self.process, signal.SIGTERM)
-        return await self.wait_exit(seconds)
-
-
-class Broker:
-    """The run's namespace seen from a test: publish events, inspect queues, read messages."""
-
-    def __init__(self, connection: AbstractRobustConnection, settings: AmqpSettings) -> None:
-        self._connection = connection
-        self.settings = settings
-        self.namespace = settings.namespace
-
-    def queues(
-        self, consumer: str, retry_delays: Sequence[float] = FAST_RETRY_DELAYS
-    ) -> ConsumerQueues:
-        return consumer_queues(self.namespace, consumer, retry_delays=retry_delays)
-
-    async def publish(self, envelopes: Iterable[EventEnvelope], *, batch: int = 200) -> None:
-        """Publish envelopes as the relay does (persistent, message id = event id, confirmed)."""
-        messages = [
-            (
-                build_message(e.model_dump_json().encode(), message_id=e.id, event_type=e.type),
-                e.type,
-            )
-            for e in envelopes
-        ]
-        await self._publish(messages, batch=batch)
-
-    async def publish_raw(self, body: bytes, *, message_id: str, routing_key: str) -> None:
-        """Publish any body under an event's routing key (for messages that do not decode)."""
-        message = build_message(body, message_id=message_id, event_type=routing_key)
-        await self._publish([(message, routing_key)], batch=1)
-
-    async def _publish(self, messages: list[tuple[aio_pika.Message, str]], *, batch: int) -> None:
-        channel = await open_channel(self._connection)
-        try:
-            exchange = await channel.get_exchange(exchange_name(self.namespace), ensure=True)
-            for start in range(0, len(messages), batch):
-                await asyncio.gather(
-                    *(
-                        publish_confirmed(exchange, message, key, timeout=10)
-                        for message, key in messages[start : start + batch]
-                    )
-                )
-        finally:
-            await channel.close()
-
-    async def depth(self, queue: str) -> QueueDepth | None:
-        """Ready messages and consumers of ``queue``; None when it does not exist."""
-        channel = await self._connection.channel()
-        try:
-            declared = await channel.declare_queue(queue, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return None
-        result = declared.declaration_result
-        await channel.close()
-        return QueueDepth(result.message_count or 0, result.consumer_count or 0)
-
-    async def peek(self, queue: str, limit: int = 100) -> list[AbstractIncomingMessage]:
-        """Up to ``limit`` messages of ``queue``, left in it (taken unacked, returned on close)."""
-        channel = await self._connection.channel()
-        try:
-            declared = await channel.get_queue(queue, ensure=True)
-            messages: list[AbstractIncomingMessage] = []
-            while len(messages) < limit:
-                message = await declared.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                messages.append(message)
-            return messages
-        finally:
-            await channel.close()
-
-    async def wait_depth(
-        self,
-        queue: str,
-        *,
-        messages: int | None = None,
-        consumers: int | None = None,
-        seconds: float = 20.0,
-    ) -> None:
-        """Wait until ``queue`` has exactly ``messages`` ready and at least ``consumers``."""
-
-        async def reached() -> bool:
-            depth = await self.depth(queue)
-            if depth is None:
-                return False
-            return (messages is None or depth.messages == messages) and (
-                consumers is None or depth.consumers >= consumers
-            )
-
-        await wait_until(
-            reached,
-            seconds=seconds,
-            interval=0.05,
-            message=f"{queue} never had messages={messages} consumers>={consumers}",
-        )
-
-    async def purge(self, queue: str) -> None:
-        """Empty ``queue`` (e.g. of events earlier tests left for a consumer nobody ran)."""
-        channel = await self._connection.channel()
-        try:
-            declared = await channel.get_queue(queue, ensure=True)
-            await declared.purge()
-        finally:
-            await channel.close()
-
-    async def assert_drained(
-        self, consumer: str, retry_delays: Sequence[float] = FAST_RETRY_DELAYS
-    ) -> None:
-        """With the consumer stopped, nothing is left: every message was acked, none waits."""
-        queues = self.queues(consumer, retry_delays)
-        for name in (queues.main, *queues.retry_queues):
-            depth = await self.depth(name)
-            assert depth is not None, f"{name} does not exist"
-            assert depth.messages == 0, f"{name} still holds {depth.messages} message(s)"
+INVALIDATOR = "cache-invalidator"
+INVALIDATOR_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0)
 
 
 @dataclass(slots=True)
@@ -211,8 +36,10 @@ class Processes:
     redis_prefix: str
     broker: Broker
     log_dir: Path
-    #: Retry-delay sets the processes declared queues for (so the run can delete them).
+    #: Retry-delay sets and consumer names the processes declared queues for (so the run can
+    #: delete them).
     retry_delays: set[tuple[float, ...]]
+    consumers: set[str]
     started: list[ServiceProcess] = field(default_factory=list)
 
     def base_env(self) -> dict[str, str]:
@@ -288,6 +115,7 @@ class Processes:
 
         The first one of a test purges what earlier tests left in the service's queue.
         """
+        self.consumers.add(consumer)
         if not any(s.label == consumer for s in self.started):
             with contextlib.suppress(aiormq.exceptions.ChannelNotFoundEntity):
                 await self.broker.purge(self.broker.queues(consumer).main)
@@ -312,6 +140,31 @@ class Processes:
 
         await wait_until(ready, seconds=READY_SECONDS, interval=0.1, message="the API is not ready")
         return service, base_url
+
+    @contextlib.asynccontextmanager
+    async def invalidator(
+        self, *, redis_url: str, env: Mapping[str, str] | None = None
+    ) -> AsyncIterator[ServiceProcess]:
+        """The real cache-invalidator, consuming the run's namespace, with Redis at ``redis_url``
+        (JSON logs, warnings and up); SIGTERMed when the block ends."""
+        service = await self.start_service(
+            "herald_cache_invalidator",
+            INVALIDATOR,
+            {
+                "HERALD_REDIS_URL": redis_url,
+                "HERALD_LOG_LEVEL": "WARNING",
+                "HERALD_LOG_JSON": "true",
+                "HERALD_CONSUMER_RETRY_DELAYS_SECONDS": json.dumps(list(INVALIDATOR_RETRY_DELAYS)),
+                **(env or {}),
+            },
+        )
+        try:
+            yield service
+        finally:
+            await service.stop()
+
+    def invalidator_queues(self) -> ConsumerQueues:
+        return self.broker.queues(INVALIDATOR, INVALIDATOR_RETRY_DELAYS)
 
     def kill_all(self) -> None:
         for service in self.started:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 
 import aio_pika
-import aiormq
 
+from herald_cli.consumers import KNOWN_CONSUMERS
 from herald_shared.db import Connection
-from herald_shared.messaging.topology import SUBSCRIPTIONS, ConsumerQueues, consumer_queues
+from herald_shared.messaging.depth import queue_depth
+from herald_shared.messaging.topology import ConsumerQueues, consumer_queues
 from herald_shared.settings import AmqpSettings, ConsumerSettings
 
 
@@ -30,19 +30,6 @@ class OutboxStatus:
     oldest_age: timedelta | None
 
 
-async def _depth(connection: aio_pika.abc.AbstractConnection, name: str) -> tuple[int, int] | None:
-    """(messages, consumers) of a queue, or None when it does not exist."""
-    channel = await connection.channel()
-    try:
-        queue = await channel.declare_queue(name, passive=True)
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        return None
-    result = queue.declaration_result
-    with contextlib.suppress(aiormq.exceptions.AMQPError):
-        await channel.close()
-    return result.message_count or 0, result.consumer_count or 0
-
-
 async def queue_status(
     settings: AmqpSettings, consumers: list[str] | None = None
 ) -> list[QueueStatus]:
@@ -52,24 +39,24 @@ async def queue_status(
     )
     statuses = []
     try:
-        for consumer in consumers or list(SUBSCRIPTIONS):
+        for consumer in consumers or KNOWN_CONSUMERS:
             queues: ConsumerQueues = consumer_queues(
                 settings.namespace, consumer, retry_delays=retry_delays
             )
-            main = await _depth(connection, queues.main)
-            dead = await _depth(connection, queues.dead_letter)
+            main = await queue_depth(connection, queues.main)
+            dead = await queue_depth(connection, queues.dead_letter)
             retrying = 0
             for name in queues.retry_queues:
-                depth = await _depth(connection, name)
-                retrying += depth[0] if depth else 0
+                depth = await queue_depth(connection, name)
+                retrying += depth.messages if depth else 0
             statuses.append(
                 QueueStatus(
                     consumer=consumer,
                     queue=queues.main,
-                    ready=main[0] if main else None,
-                    consumers=main[1] if main else None,
+                    ready=main.messages if main else None,
+                    consumers=main.consumers if main else None,
                     retrying=retrying,
-                    dead_letters=dead[0] if dead else None,
+                    dead_letters=dead.messages if dead else None,
                 )
             )
     finally:

@@ -7,18 +7,22 @@ idle-in-transaction timeouts as a backstop.
 Connections go back to the pool without a reset query: Herald keeps no session state (advisory
 locks are transaction-scoped, no LISTEN, no session SET, no held cursors), so asyncpg's
 ``RESET ALL``/``UNLISTEN *``/``pg_advisory_unlock_all()`` would be one wasted round trip per
-borrow. An open transaction is still rolled back on release.
+borrow. An open transaction is still rolled back on release. The reset query also served as a
+check that the connection still works: without it, a connection whose protocol fell out of step
+with the server (a query interrupted while the server went away) would go back to the pool and
+fail the next borrower. ``borrow`` therefore discards a connection that fails that way.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
+from asyncpg.pool import PoolConnectionProxy
 
 from herald_shared.settings import DatabaseSettings
 
@@ -31,6 +35,11 @@ class StatelessConnection(asyncpg.Connection):
 
     def get_reset_query(self) -> str:
         return ""
+
+
+class ConnectionLostError(ConnectionError):
+    """The connection broke under an operation (closed, or its protocol out of step with the
+    server). It was discarded; the operation may be tried again on another connection."""
 
 
 #: Errors meaning "the database cannot be reached right now" rather than "the query is wrong".
@@ -53,13 +62,43 @@ class Database:
     replica: asyncpg.Pool
     acquire_timeout: float
 
-    def writer(self) -> PoolAcquireContext:
+    def writer(self) -> contextlib.AbstractAsyncContextManager[PoolConnectionProxy]:
         """A primary connection, waiting at most the acquire timeout."""
-        return self.primary.acquire(timeout=self.acquire_timeout)
+        return borrow(self.primary, self.acquire_timeout)
 
-    def reader(self) -> PoolAcquireContext:
+    def reader(self) -> contextlib.AbstractAsyncContextManager[PoolConnectionProxy]:
         """A connection for reads that tolerate replica lag."""
-        return self.replica.acquire(timeout=self.acquire_timeout)
+        return borrow(self.replica, self.acquire_timeout)
+
+
+def _is_closed(conn: PoolConnectionProxy) -> bool:
+    try:
+        return conn.is_closed()
+    except asyncpg.exceptions.InterfaceError:  # already given back to the pool
+        return True
+
+
+@asynccontextmanager
+async def borrow(
+    pool: asyncpg.Pool,
+    timeout: float,  # noqa: ASYNC109 - the pool's own acquire deadline
+) -> AsyncIterator[PoolConnectionProxy]:
+    """A pooled connection for the block, waiting at most ``timeout`` for one.
+
+    A connection the block found broken is terminated instead of going back to the pool, and
+    the error is raised as ``ConnectionLostError`` (a connection-level failure, like any
+    ``OSError``). Other errors, programming errors included, pass through unchanged.
+    """
+    async with pool.acquire(timeout=timeout) as conn:
+        try:
+            yield conn
+        except (asyncpg.exceptions.InternalClientError, asyncpg.exceptions.InterfaceError) as exc:
+            broken = isinstance(exc, asyncpg.exceptions.InternalClientError) or _is_closed(conn)
+            if not broken:
+                raise
+            with contextlib.suppress(asyncpg.exceptions.InterfaceError):
+                conn.terminate()
+            raise ConnectionLostError(f"the database connection broke: {exc}") from exc
 
 
 def pool_options(settings: DatabaseSettings, application_name: str) -> dict[str, Any]:

@@ -41,6 +41,11 @@ CONSUMED = Counter(
     "Messages consumed, by queue and outcome (ok, retried, deferred, dead_lettered).",
     ["queue", "outcome"],
 )
+UNHANDLED_MESSAGES = Counter(
+    "herald_messages_unhandled_total",
+    "Messages a consumer had no handler for (dead-lettered), by queue and event type.",
+    ["queue", "event_type"],
+)
 HANDLER_SECONDS = Histogram(
     "herald_handler_duration_seconds",
     "Time to run an event's handlers.",

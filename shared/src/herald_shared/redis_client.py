@@ -10,11 +10,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from herald_shared.resilience import Breaker
+from herald_shared.resilience import Breaker, BreakerOpenError
 from herald_shared.settings import RedisSettings
 
 #: Errors meaning "Redis cannot answer right now".
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+#: What a call guarded by the Redis breaker raises when Redis cannot answer (or was not asked).
+REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (BreakerOpenError, *REDIS_ERRORS)
 
 
 def create_breaker(settings: RedisSettings, owner: str) -> Breaker:

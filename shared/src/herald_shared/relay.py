@@ -9,7 +9,12 @@ deduplicate by event id).
 
 A broker outage never fails a write: rows wait in the outbox, the relay backs off behind a
 circuit breaker, and the robust connection plus the sweep drain the backlog once the broker is
-back.
+back. An event no queue is bound to yet (its consumers have never started) is returned by the
+broker: its row is held back with a growing delay, at most ``UNROUTABLE_MAX_DELAY_SECONDS``,
+and published once a queue is bound.
+
+The relay is a background job: ``run(stop)`` in a consuming service's ``serve``, or under
+``herald_shared.background.running`` in the API's lifespan.
 """
 
 from __future__ import annotations
@@ -17,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import aio_pika
 import asyncpg
@@ -30,10 +34,10 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind
 
-from herald_shared.db import Connection
+from herald_shared.db import Connection, borrow
 from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
 from herald_shared.messaging.publisher import UnroutableError, build_message, publish_confirmed
-from herald_shared.messaging.topology import declare_all, declare_exchange
+from herald_shared.messaging.topology import declare_exchange
 from herald_shared.metrics import (
     OUTBOX_BACKLOG,
     OUTBOX_OLDEST_SECONDS,
@@ -49,6 +53,10 @@ _tracer = trace.get_tracer(__name__)
 _PUBLISH_FAILURES: tuple[type[BaseException], ...] = (BreakerOpenError, *BROKER_ERRORS)
 
 _BACKLOG_EVERY_SECONDS = 5.0
+#: The longest an unroutable row waits before the relay tries it again. Rows are unroutable
+#: mainly before any consumer of their type has first started (consumers declare their own
+#: queues): once one has, the rows it missed go out within this delay.
+UNROUTABLE_MAX_DELAY_SECONDS = 60.0
 _NOT_SENT = ConnectionError("not published: the batch stopped before publishing")
 
 _CLAIM = """
@@ -87,7 +95,7 @@ class OutboxRelay:
             lambda: connect(amqp, name=f"{name}-relay", attempts=1)
         )
         self._wakeup = asyncio.Event()
-        self._stopping = asyncio.Event()
+        self._stopping = False
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
         self.breaker = Breaker(
@@ -107,10 +115,13 @@ class OutboxRelay:
         """Tell the relay a transaction with events just committed."""
         self._wakeup.set()
 
-    async def run(self) -> None:
-        """Relay until ``stop``; failures (broker, database or other) are retried, never raised."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set; failures (broker, database or other) are retried, never
+        raised. A batch in flight when ``stop`` is set is finished first."""
+        self._stopping = stop.is_set()
+        watcher = asyncio.create_task(self._stop_on(stop), name=f"{self._name}-relay-stop")
         try:
-            while not self._stopping.is_set():
+            while not self._stopping:
                 try:
                     # Polling is not traced: each published event gets a span in the trace
                     # of the request that wrote it instead (see _publish_traced).
@@ -127,8 +138,14 @@ class OutboxRelay:
                     _log.exception("relay sweep failed", relay=self._name)
                 await self._sleep_until_woken()
         finally:
+            watcher.cancel()
             if self._connection is not None:
                 await self._connection.close()
+
+    async def _stop_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping = True
+        self._wakeup.set()
 
     async def _measure_backlog(self) -> None:
         """Update the backlog gauges, at most every few seconds (a partial-index count)."""
@@ -144,10 +161,6 @@ class OutboxRelay:
             OUTBOX_BACKLOG.set(row["n"])
             OUTBOX_OLDEST_SECONDS.set(float(row["age"] or 0))
 
-    async def stop(self) -> None:
-        self._stopping.set()
-        self._wakeup.set()
-
     async def _sleep_until_woken(self) -> None:
         try:
             async with asyncio.timeout(self._settings.sweep_interval_seconds):
@@ -160,7 +173,6 @@ class OutboxRelay:
         try:
             self._connection = await self._connect_broker()
             channel = await open_channel(self._connection)
-            await declare_all(channel, self._amqp.namespace, quorum=self._amqp.quorum_queues)
             self._exchange = await declare_exchange(channel, self._amqp.namespace)
             _log.info("relay connected", relay=self._name)
         except BROKER_ERRORS as exc:
@@ -172,7 +184,7 @@ class OutboxRelay:
     async def drain(self) -> int:
         """Publish batches until the outbox has nothing due; returns how many were published."""
         total = 0
-        while not self._stopping.is_set() and not self.breaker.is_open:
+        while not self._stopping and not self.breaker.is_open:
             try:
                 published, claimed = await self.publish_batch()
             except BreakerOpenError:
@@ -197,7 +209,7 @@ class OutboxRelay:
         exchange = self._exchange
         timeout = self._amqp.publish_timeout_seconds
         failure: BaseException | None = None
-        acquire = self._pool.acquire(timeout=self._amqp.publish_timeout_seconds)
+        acquire = borrow(self._pool, self._amqp.publish_timeout_seconds)
         async with acquire as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM, self._settings.batch_size)
             if not rows:
@@ -246,10 +258,11 @@ class OutboxRelay:
             """
             UPDATE outbox SET attempts = attempts + 1, last_error = 'unroutable',
                 next_attempt_at = now()
-                    + make_interval(secs => least(300, 2 ^ least(attempts, 9)))
+                    + make_interval(secs => least($2::float8, 2 ^ least(attempts, 9)))
             WHERE id = ANY($1::bigint[])
             """,
             ids,
+            UNROUTABLE_MAX_DELAY_SECONDS,
         )
 
 
@@ -291,15 +304,3 @@ def _message(row: asyncpg.Record) -> aio_pika.Message:
         headers=json.loads(row["headers"]),
         timestamp=row["created_at"],
     )
-
-
-def relay_until(relay: OutboxRelay) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
-    """The relay as a background loop of a consuming service: runs until ``stop`` is set."""
-
-    async def run(stop: asyncio.Event) -> None:
-        task = asyncio.create_task(relay.run(), name="outbox-relay")
-        await stop.wait()
-        await relay.stop()
-        await task
-
-    return run

@@ -135,14 +135,6 @@ def shutdown_tracing() -> None:
         _configured.shutdown()
 
 
-def current_trace_ids() -> tuple[str, str] | None:
-    """(trace id, span id) of the current span, hex, or None outside a recorded span."""
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return None
-    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
-
-
 def traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span."""
     context = trace.get_current_span().get_span_context()

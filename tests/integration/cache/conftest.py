@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from tests.integration.cache.helpers import MEASUREMENTS
 from tests.support.cache import REDIS_URL
+from tests.support.measurements import MEASUREMENTS
 
 
 @pytest.fixture

@@ -14,32 +14,26 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
 import redis.asyncio as redis
 
-from herald_api.post_reads import entry_of
-from herald_api.repositories import fetch_post
+from herald_api.posts.reads import entry_of
+from herald_api.posts.repository import fetch_post
 from herald_api.settings import Settings
 from herald_shared.cache import CacheKeys, decode_entry, revision
 from herald_shared.cache import version_of as version_of_revision
-from herald_shared.settings import AmqpSettings, CacheSettings, DatabaseSettings
+from herald_shared.settings import CacheSettings, DatabaseSettings
 from tests.conftest import MakeKey
-from tests.integration.cache.helpers import (
-    BrokerView,
-    RunningApi,
-    create_published,
-    holding_proxy,
-    percentile,
-    report,
-    running_api,
-    running_invalidator,
-    version_of,
-    with_port,
-)
+from tests.support.apps import RunningApi, running_api
+from tests.support.broker import Broker
 from tests.support.cache import REDIS_URL
+from tests.support.faults import FaultProxy
+from tests.support.http import create_published, version_of
+from tests.support.measurements import percentile, report
+from tests.support.network import with_port
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
 PATCHES = 50
@@ -63,25 +57,19 @@ async def wait_cached(api: RunningApi, url: str, headers: dict[str, str], versio
 
 
 async def test_a_committed_patch_becomes_visible_through_the_invalidator(
-    settings: Settings,
-    make_key: MakeKey,
-    amqp_settings: AmqpSettings,
-    redis_prefix: str,
-    tmp_path: Path,
+    settings: Settings, make_key: MakeKey, broker: Broker, processes: Processes
 ) -> None:
     """Lag = from the PATCH response (its commit) to the first GET returning the new version;
     the post was cached at the old version just before, so that GET had to wait for the
     invalidator to delete the entry (relay → RabbitMQ → invalidator → Redis)."""
+    queues = processes.invalidator_queues()
     async with (
-        BrokerView.open(amqp_settings) as broker,
         running_api(invalidator_only(settings)) as api,
-        running_invalidator(
-            broker, amqp_settings, redis_url=REDIS_URL, redis_prefix=redis_prefix, log_dir=tmp_path
-        ) as invalidator,
+        processes.invalidator(redis_url=REDIS_URL) as invalidator,
     ):
         key = await make_key()
         posts = [(await create_published(api.http, key))["id"] for _ in range(5)]
-        await broker.wait_drained()
+        await broker.wait_drained(queues)
         lags: list[float] = []
         stale_right_after = 0
         for n in range(PATCHES):
@@ -109,7 +97,7 @@ async def test_a_committed_patch_becomes_visible_through_the_invalidator(
             assert seen_at is not None
             lags.append((seen_at - committed) * 1000)
         invalidator.check_running()
-        await broker.wait_drained()
+        await broker.wait_drained(queues)
 
     assert len(lags) == PATCHES
     report(
@@ -133,11 +121,11 @@ class Read:
 async def test_no_read_starting_after_an_invalidation_returns_an_older_version(
     settings: Settings,
     make_key: MakeKey,
-    amqp_settings: AmqpSettings,
     redis_prefix: str,
     db_pool: asyncpg.Pool,
     database_dsn: str,
-    tmp_path: Path,
+    broker: Broker,
+    processes: Processes,
 ) -> None:
     """Readers and writers hammer three posts while the real invalidator runs.
 
@@ -156,9 +144,9 @@ async def test_no_read_starting_after_an_invalidation_returns_an_older_version(
     target = urlsplit(database_dsn)
     assert target.hostname is not None
     assert target.port is not None
+    queues = processes.invalidator_queues()
     async with (
-        holding_proxy(target.hostname, target.port, latency=REPLICA_LATENCY) as slow_replica,
-        BrokerView.open(amqp_settings) as broker,
+        FaultProxy(target.hostname, target.port) as slow_replica,
         running_api(
             replace(
                 invalidator_only(settings),
@@ -170,14 +158,13 @@ async def test_no_read_starting_after_an_invalidation_returns_an_older_version(
                 ),
             )
         ) as api,
-        running_invalidator(
-            broker, amqp_settings, redis_url=REDIS_URL, redis_prefix=redis_prefix, log_dir=tmp_path
-        ) as invalidator,
+        processes.invalidator(redis_url=REDIS_URL) as invalidator,
         redis.Redis.from_url(REDIS_URL) as tombstones,
     ):
+        slow_replica.latency(REPLICA_LATENCY, to_server=False)
         author, reader = await make_key(), await make_key()
         posts = [uuid.UUID((await create_published(api.http, author))["id"]) for _ in range(3)]
-        await broker.wait_drained()
+        await broker.wait_drained(queues)
         keys = CacheKeys(redis_prefix)
         stop = asyncio.Event()
         reads: list[Read] = []
@@ -235,7 +222,7 @@ async def test_no_read_starting_after_an_invalidation_returns_an_older_version(
             return True
 
         await wait_until(caught_up, seconds=20, message="the invalidator never caught up")
-        await broker.wait_drained()
+        await broker.wait_drained(queues)
         invalidator.check_running()
         entries = {post_id: await tombstones.get(keys.post(post_id)) for post_id in posts}
 

@@ -1,36 +1,24 @@
-"""Fixtures for the event tests: real consumer processes, the broker as tests see it, and
-queries over the tables the recording handler of ``tests.support.consumer_app`` writes.
+"""Fixtures for the event tests: a consumer (queue) name of each test's own, events to publish,
+and queries over the tables the recording handler of ``tests.support.consumer_app`` writes.
 
 Every test names its own consumer (``consumer_name``), so its queues are its own; the consumers
-bind every routing key of the run's namespace, so a test only ever counts its own event ids.
+are bound to ``post.created`` in the run's namespace, so a test only ever counts its own event
+ids.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterable
 
 import asyncpg
 import pytest
 
 from herald_shared.events import EventEnvelope, PostCreated
 from tests.conftest import TEST_CONSUMERS, TEST_RETRY_DELAYS
-from tests.support.services import (
-    FAST_RETRY_DELAYS,
-    Broker,
-    Processes,
-    QueueDepth,
-    ServiceProcess,
-)
+from tests.support.broker import FAST_RETRY_DELAYS
 from tests.support.waiting import wait_until
-
-__all__ = ["Broker", "Processes", "QueueDepth", "ServiceProcess"]
-
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -40,29 +28,6 @@ def consumer_name() -> str:
     TEST_CONSUMERS.add(name)
     TEST_RETRY_DELAYS.add(FAST_RETRY_DELAYS)
     return name
-
-
-async def run_cli(
-    args: Sequence[str], env: Mapping[str, str], *, seconds: float = 30.0
-) -> tuple[int, str, str]:
-    """Run the real ``herald`` command; returns (exit code, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        str(BIN / "herald"),
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(seconds):
-            out, err = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def post_created(author_id: uuid.UUID | None = None) -> EventEnvelope:

@@ -9,15 +9,15 @@ import time
 import asyncpg
 
 from tests.integration.events.conftest import (
-    Broker,
-    Processes,
     attempted,
     count_effects,
     effects,
     post_created,
     wait_for_effects,
 )
+from tests.support.broker import Broker
 from tests.support.processes import kill_group
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
 

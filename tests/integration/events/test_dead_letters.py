@@ -18,15 +18,10 @@ from herald_shared.messaging.headers import (
     ORIGINAL_QUEUE,
     REASON,
 )
-from tests.integration.events.conftest import (
-    Broker,
-    Processes,
-    effects,
-    post_created,
-    run_cli,
-    wait_for_effects,
-)
-from tests.support.services import FAST_RETRY_DELAYS
+from tests.integration.events.conftest import effects, post_created, wait_for_effects
+from tests.support.broker import FAST_RETRY_DELAYS, Broker
+from tests.support.cli import run_herald
+from tests.support.services import Processes
 
 ACTOR = "events-test"
 
@@ -65,7 +60,7 @@ async def test_dead_letters_are_listed_replayed_once_and_purged_with_an_audit(
     assert json.loads(letters[str(replayed.id)].body)["id"] == str(replayed.id)
 
     env = cli_env(processes)
-    code, out, err = await run_cli(["dlq", "list", consumer_name], env)
+    code, out, err = await run_herald(["dlq", "list", consumer_name], env)
     assert code == 0, err
     assert f"{queues.dead_letter}: 2 dead letter(s)" in out
     assert str(replayed.id) in out
@@ -74,7 +69,9 @@ async def test_dead_letters_are_listed_replayed_once_and_purged_with_an_audit(
     await broker.wait_depth(queues.dead_letter, messages=2)  # listing leaves them in place
 
     await db_pool.execute("INSERT INTO test_fixed (consumer) VALUES ($1)", consumer_name)
-    code, out, err = await run_cli(["dlq", "replay", consumer_name, "--id", str(replayed.id)], env)
+    code, out, err = await run_herald(
+        ["dlq", "replay", consumer_name, "--id", str(replayed.id)], env
+    )
     assert code == 0, err
     assert f"replayed 1 event(s) to {queues.main}" in out
     await wait_for_effects(db_pool, consumer_name, [replayed.id])
@@ -83,7 +80,7 @@ async def test_dead_letters_are_listed_replayed_once_and_purged_with_an_audit(
     [left] = await broker.peek(queues.dead_letter)
     assert left.message_id == str(purged.id)
 
-    code, out, err = await run_cli(["dlq", "purge", consumer_name, "--yes"], env)
+    code, out, err = await run_herald(["dlq", "purge", consumer_name, "--yes"], env)
     assert code == 0, err
     assert f"purged 1 dead letter(s) from {queues.dead_letter}" in out
     await broker.wait_depth(queues.dead_letter, messages=0)
@@ -110,7 +107,7 @@ async def test_replaying_an_unknown_id_fails_and_moves_nothing(
     await broker.wait_depth(queues.dead_letter, messages=1)
 
     missing = str(uuid.uuid4())
-    code, _, err = await run_cli(
+    code, _, err = await run_herald(
         ["dlq", "replay", consumer_name, "--id", missing], cli_env(processes)
     )
     assert code == 1

@@ -9,15 +9,10 @@ import asyncpg
 import httpx
 
 from tests.conftest import MakeKey
-from tests.integration.events.conftest import (
-    Broker,
-    Processes,
-    attempts,
-    effects,
-    post_created,
-    wait_for_effects,
-)
+from tests.integration.events.conftest import attempts, effects, post_created, wait_for_effects
+from tests.support.broker import Broker
 from tests.support.http import create_post
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
 

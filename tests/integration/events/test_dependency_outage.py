@@ -9,15 +9,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from tests.integration.events.conftest import (
-    Broker,
-    Processes,
-    effects,
-    post_created,
-    wait_for_effects,
-)
-from tests.support.services import FAST_RETRY_DELAYS
-from tests.support.tcp_proxy import TcpProxy
+from tests.integration.events.conftest import effects, post_created, wait_for_effects
+from tests.support.broker import FAST_RETRY_DELAYS, Broker
+from tests.support.faults import FaultProxy
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
 
@@ -36,7 +31,7 @@ async def test_a_database_outage_defers_events_instead_of_dead_lettering_them(
     consumer_name: str,
 ) -> None:
     target = urlsplit(database_dsn)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    proxy = FaultProxy(target.hostname or "127.0.0.1", target.port or 5432)
     await proxy.start()
     try:
         consumer = processes.start(

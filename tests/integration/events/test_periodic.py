@@ -7,7 +7,7 @@ import time
 
 import asyncpg
 
-from tests.integration.events.conftest import Processes
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
 PERIOD = 0.5

@@ -6,13 +6,13 @@ import asyncpg
 import pytest
 
 from tests.integration.events.conftest import (
-    Broker,
-    Processes,
     effects,
     effects_by_pid,
     post_created,
     wait_for_effects,
 )
+from tests.support.broker import Broker
+from tests.support.services import Processes
 
 
 @pytest.mark.slow

@@ -7,13 +7,9 @@ waits on the clock the limiter itself uses (``time.time``).
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 import time
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -23,9 +19,10 @@ from herald_api.settings import Settings
 from herald_shared import accounts
 from herald_shared.settings import RateLimitSettings, RedisSettings
 from tests.conftest import ApiKey, MakeKey
-from tests.integration.cache.helpers import create_published, running_api
+from tests.support.apps import running_api
 from tests.support.cache import REDIS_URL
-from tests.support.http import assert_problem
+from tests.support.cli import run_herald
+from tests.support.http import assert_problem, create_published
 from tests.support.waiting import wait_until
 
 WINDOW = 2
@@ -34,7 +31,6 @@ WRITES = 3
 ANONYMOUS = 3
 #: For tests that never wait for a window to pass: no boundary falls inside them in practice.
 LONG = 60
-BIN = Path(sys.executable).parent
 
 
 def limited(settings: Settings, redis_prefix: str, **overrides: object) -> Settings:
@@ -208,10 +204,10 @@ async def test_a_per_account_override_applies_at_once(
         assert assert_limit_headers(patched, WRITES, LONG) == WRITES - 2
 
         # The operator's command raises it; the two reads already spent still count.
-        code, output = await run_herald(
-            ["limits", "set", key.account_name, "--read", "4"], database_dsn
+        result = await run_herald(
+            ["limits", "set", key.account_name, "--read", "4"], {"HERALD_DB_DSN": database_dsn}
         )
-        assert code == 0, output
+        assert result.code == 0, result.output
         statuses = await spend_reads(api.http, key, url, 3)
         assert statuses == [200, 200, 429]
 
@@ -220,22 +216,6 @@ async def test_a_per_account_override_applies_at_once(
         back = await api.http.get(url, headers=key.headers)
         assert back.status_code == 200
         assert assert_limit_headers(back, READS, LONG) == READS - 5
-
-
-async def run_herald(args: list[str], database_dsn: str) -> tuple[int, str]:
-    """The real ``herald`` operator command against the run's database."""
-    process = await asyncio.create_subprocess_exec(
-        str(BIN / "herald"),
-        *args,
-        env={**os.environ, "HERALD_DB_DSN": database_dsn},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    async with asyncio.timeout(30):
-        output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer not-a-key", "Basic abc"])

@@ -22,23 +22,16 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from herald_api.ratelimit import LimitResult, RateLimiter
+from herald_api.access.ratelimit import LimitResult, RateLimiter
 from herald_shared.cache import CacheKeys
 from herald_shared.resilience import Breaker
 from tests.support.cache import REDIS_URL
+from tests.support.clock import FakeClock
 
 W = 10
 L = 100
 #: A window start far from zero, so "window i - 1" is a real window too.
 T0 = 1_800_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
+from herald_shared import background
 from herald_shared.messaging.topology import declare_exchange
 from herald_shared.relay import OutboxRelay
 from tests.support.broker import AMQP_URL
@@ -116,12 +117,17 @@ async def wait_published(
 
 @asynccontextmanager
 async def running(relays: Sequence[OutboxRelay]) -> AsyncIterator[list[asyncio.Task[None]]]:
-    """Run relays in the background; stop them and wait for them to finish on exit."""
-    tasks = [asyncio.create_task(relay.run(), name=f"relay-{i}") for i, relay in enumerate(relays)]
+    """Run relays in the background; on exit stop them, and fail unless each one finished on
+    its own within the deadline, without an error."""
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(relay.run(stop), name=f"relay-{i}") for i, relay in enumerate(relays)
+    ]
     try:
         yield tasks
     finally:
-        for relay in relays:
-            await relay.stop()
-        async with asyncio.timeout(STOP_SECONDS):
-            await asyncio.gather(*tasks)
+        stop.set()
+        late = await background.finish(tasks, grace=STOP_SECONDS)
+        assert not late, f"{len(late)} relay(s) did not stop within {STOP_SECONDS} s"
+        for task in tasks:
+            task.result()

@@ -11,19 +11,15 @@ from typing import Any
 
 import asyncpg
 import httpx
-from asgi_lifespan import LifespanManager
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from herald_api.lifespan import AppState
-from herald_api.main import create_app
 from herald_api.settings import Settings
 from herald_shared.relay import OutboxRelay
 from herald_shared.settings import AmqpSettings
 from tests.conftest import MakeKey
 from tests.integration.relay.conftest import Listen, unpublished, wait_published
-from tests.support.apps import CopyStatePerRequest
+from tests.support.apps import running_api
+from tests.support.faults import FaultProxy
 from tests.support.http import create_post
-from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
 WRITES = 20
@@ -33,30 +29,13 @@ QUICK_SECONDS = 1.0
 RECOVERY_SECONDS = 30.0
 
 
-class LifespanStateProbe:
-    """Remembers the lifespan state, so the test can watch the app's own relay."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.state: dict[str, Any] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            self.state = scope["state"]
-        await self.app(scope, receive, send)
-
-
 @asynccontextmanager
 async def api_with_relay(
     settings: Settings,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, OutboxRelay]]:
-    probe = LifespanStateProbe(CopyStatePerRequest(create_app(settings)))
-    async with LifespanManager(probe) as manager:
-        state: AppState = probe.state["herald"]
-        assert state.relay is not None, "the API runs without its relay"
-        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
-            yield http, state.relay
+    async with running_api(settings) as api:
+        assert api.state.relay is not None, "the API runs without its relay"
+        yield api.http, api.state.relay
 
 
 async def event_id_of(db_pool: asyncpg.Pool, post: dict[str, Any]) -> uuid.UUID:
@@ -73,7 +52,7 @@ async def test_writes_succeed_while_the_broker_is_away_and_go_out_once_when_it_r
     db_pool: asyncpg.Pool,
     listen: Listen,
 ) -> None:
-    proxy = TcpProxy("127.0.0.1", 5672)
+    proxy = FaultProxy("127.0.0.1", 5672)
     await proxy.start()
     via_proxy = dataclasses.replace(
         settings,

@@ -1,4 +1,5 @@
-"""An event no queue is bound to stays in the outbox, marked, without holding up the rest."""
+"""An event no queue is bound to stays in the outbox, marked, without holding up the rest; once
+a consumer of its type has declared its queue, it goes out."""
 
 from __future__ import annotations
 
@@ -9,27 +10,33 @@ from datetime import datetime
 import asyncpg
 import pytest
 
-from herald_shared.events import EventEnvelope
+from herald_shared.background import running as running_job
+from herald_shared.events import EventEnvelope, PostCreated
+from herald_shared.messaging.connection import connect
+from herald_shared.messaging.consumer import Consumer
+from herald_shared.messaging.depth import queue_depth
+from herald_shared.messaging.handlers import Event, HandlerTable
 from herald_shared.outbox import enqueue_event
 from herald_shared.relay import OutboxRelay
-from herald_shared.settings import AmqpSettings, RelaySettings
+from herald_shared.settings import AmqpSettings, ConsumerSettings, RelaySettings
 from tests.integration.relay.conftest import Listen, running, unpublished, wait_published
-from tests.support.broker import AMQP_URL, delete_namespace
+from tests.support.broker import AMQP_URL, FAST_RETRY_DELAYS, delete_namespace
 from tests.support.waiting import wait_until
 
 UNROUTABLE = "nothing.bound.here"
 SECONDS = 15.0
+CONSUMER = "late-consumer"
 
 
 @pytest.fixture
 async def private_namespace(amqp_namespace: str) -> AsyncIterator[AmqpSettings]:
-    """A namespace of this test's own: no test consumer bound to ``#`` can route anything here;
-    only the standard consumer queues the relay declares (bound to ``post.*``) exist."""
+    """A namespace of this test's own: nothing is bound here but what the test binds (the relay
+    declares the exchange only)."""
     settings = AmqpSettings(url=AMQP_URL, namespace=f"{amqp_namespace}.unroutable")
     try:
         yield settings
     finally:
-        await delete_namespace(AMQP_URL, settings.namespace)
+        await delete_namespace(AMQP_URL, settings.namespace, [CONSUMER], [tuple(FAST_RETRY_DELAYS)])
 
 
 def envelope(event_type: str) -> EventEnvelope:
@@ -98,3 +105,64 @@ async def test_an_unroutable_event_is_held_and_does_not_block_later_events(
         map(str, [*first, *later]), 1
     )
     assert str(stuck) not in counts
+
+
+async def record(event: Event[PostCreated], *, into: list[uuid.UUID]) -> None:
+    into.append(event.id)
+
+
+async def test_an_event_published_before_its_consumer_first_ran_goes_out_once_it_has(
+    db_pool: asyncpg.Pool, private_namespace: AmqpSettings
+) -> None:
+    """The relay declares no consumer's queue: an event written before any consumer of its type
+    ever started is held back, and published once that consumer has declared its queue (within
+    the hold-back's cap; here the first steps of its backoff, a few seconds)."""
+    relay = OutboxRelay(
+        db_pool,
+        private_namespace,
+        RelaySettings(sweep_interval_seconds=0.2),
+        name="test-late-consumer",
+    )
+    early = EventEnvelope.wrap(
+        PostCreated(author_id=uuid.uuid4(), status="draft", title="Early", tags=[]),
+        aggregate_id=uuid.uuid4(),
+        aggregate_version=1,
+    )
+    handled: list[uuid.UUID] = []
+    table = HandlerTable()
+    table.idempotent(PostCreated, record, into=handled)
+    consumer = Consumer(
+        CONSUMER,
+        table,
+        db=None,
+        amqp=private_namespace,
+        settings=ConsumerSettings(retry_delays_seconds=list(FAST_RETRY_DELAYS)),
+    )
+    try:
+        async with running([relay]):
+            await enqueue(db_pool, [early])
+
+            async def held_back() -> bool:
+                row = await db_pool.fetchrow(
+                    "SELECT attempts, last_error FROM outbox WHERE event_id = $1", early.id
+                )
+                return row is not None and row["attempts"] >= 1
+
+            await wait_until(held_back, seconds=SECONDS, message="the early event was published")
+            connection = await connect(private_namespace, name="test-probe", attempts=1)
+            try:
+                assert await queue_depth(connection, consumer.queues.main) is None
+            finally:
+                await connection.close()
+
+            async with running_job(consumer.run, name="late-consumer", grace=5):
+
+                async def arrived() -> bool:
+                    return early.id in handled
+
+                await wait_until(arrived, seconds=30, message="the held event never arrived")
+            await wait_published(db_pool, [early.id], seconds=SECONDS)
+    finally:
+        await db_pool.execute("DELETE FROM outbox WHERE event_id = $1", early.id)
+    # Other unpublished rows of the run may come through too; this one came once.
+    assert handled.count(early.id) == 1

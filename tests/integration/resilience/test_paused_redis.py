@@ -21,8 +21,9 @@ import redis.asyncio as redis
 from herald_api.settings import Settings
 from herald_shared.settings import RedisSettings
 from tests.conftest import MakeKey
-from tests.integration.cache.helpers import create_published, running_api
-from tests.support.tcp_proxy import free_port
+from tests.support.apps import running_api
+from tests.support.http import create_published
+from tests.support.network import free_port
 from tests.support.waiting import wait_until
 
 

@@ -10,32 +10,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import httpx
 import pytest
 
 from herald_api.settings import Settings
-from herald_shared.settings import AmqpSettings, CacheSettings, RateLimitSettings, RedisSettings
+from herald_shared.settings import CacheSettings, RateLimitSettings, RedisSettings
 from tests.conftest import ApiKey, MakeKey
-from tests.integration.cache.helpers import (
-    BrokerView,
-    RunningApi,
-    create_published,
-    running_api,
-    running_invalidator,
-    version_of,
-)
-from tests.support.http import assert_problem
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.apps import RunningApi, running_api
+from tests.support.broker import Broker
+from tests.support.faults import FaultProxy
+from tests.support.http import assert_problem, create_published, version_of
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
 FAILURES = 3
 
 
 @pytest.fixture
-async def redis_proxy() -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy("127.0.0.1", 6379)
+async def redis_proxy() -> AsyncIterator[FaultProxy]:
+    proxy = FaultProxy("127.0.0.1", 6379)
     await proxy.start()
     try:
         yield proxy
@@ -44,7 +38,7 @@ async def redis_proxy() -> AsyncIterator[TcpProxy]:
 
 
 def behind(
-    proxy: TcpProxy, settings: Settings, redis_prefix: str, **rate_limit: object
+    proxy: FaultProxy, settings: Settings, redis_prefix: str, **rate_limit: object
 ) -> Settings:
     return replace(
         settings,
@@ -79,7 +73,7 @@ async def read(api: RunningApi, key: ApiKey, url: str) -> httpx.Response:
 
 
 async def test_the_api_serves_from_postgres_while_redis_is_away_and_recovers_on_its_own(
-    settings: Settings, redis_prefix: str, make_key: MakeKey, redis_proxy: TcpProxy
+    settings: Settings, redis_prefix: str, make_key: MakeKey, redis_proxy: FaultProxy
 ) -> None:
     key = await make_key()
     async with running_api(behind(redis_proxy, settings, redis_prefix)) as api:
@@ -140,7 +134,7 @@ async def test_the_api_serves_from_postgres_while_redis_is_away_and_recovers_on_
 
 
 async def test_a_fail_closed_limiter_answers_503_while_redis_is_away(
-    settings: Settings, redis_prefix: str, make_key: MakeKey, redis_proxy: TcpProxy
+    settings: Settings, redis_prefix: str, make_key: MakeKey, redis_proxy: FaultProxy
 ) -> None:
     key = await make_key()
     fail_closed = behind(redis_proxy, settings, redis_prefix, fail_closed=True)
@@ -171,11 +165,10 @@ async def test_a_fail_closed_limiter_answers_503_while_redis_is_away(
 
 async def test_the_invalidator_applies_what_it_missed_once_redis_is_back(
     settings: Settings,
-    redis_prefix: str,
     make_key: MakeKey,
-    redis_proxy: TcpProxy,
-    amqp_settings: AmqpSettings,
-    tmp_path: Path,
+    redis_proxy: FaultProxy,
+    broker: Broker,
+    processes: Processes,
 ) -> None:
     """The API (on the real Redis, ``invalidate_on_write=False``) caches five posts; the
     invalidator reaches Redis only through the proxy. While it is cut, every post is changed:
@@ -183,15 +176,11 @@ async def test_the_invalidator_applies_what_it_missed_once_redis_is_back(
     Redis is reachable again the entries go within a deadline, the queues drain, and nothing
     was dead-lettered: no event was acknowledged without being applied."""
     api_settings = replace(settings, cache=CacheSettings(invalidate_on_write=False))
+    queues = processes.invalidator_queues()
     async with (
-        BrokerView.open(amqp_settings) as broker,
         running_api(api_settings) as api,
-        running_invalidator(
-            broker,
-            amqp_settings,
+        processes.invalidator(
             redis_url=f"redis://127.0.0.1:{redis_proxy.port}/0",
-            redis_prefix=redis_prefix,
-            log_dir=tmp_path,
             env={
                 "HERALD_REDIS_BREAKER_FAILURES": str(FAILURES),
                 "HERALD_REDIS_BREAKER_RESET_SECONDS": "0.5",
@@ -200,10 +189,10 @@ async def test_the_invalidator_applies_what_it_missed_once_redis_is_back(
     ):
         key = await make_key()
         urls = [f"/v1/posts/{(await create_published(api.http, key))['id']}" for _ in range(5)]
-        await broker.wait_drained()
+        await broker.wait_drained(queues)
         for url in urls:
             await wait_cached(api, key, url, 1)
-        dead_before = await broker.dead_letters()
+        dead_before = await broker.dead_letters(queues)
 
         redis_proxy.cut()
         for url in urls:
@@ -236,11 +225,11 @@ async def test_the_invalidator_applies_what_it_missed_once_redis_is_back(
             return True
 
         await wait_until(all_fresh, seconds=20, message="the stale entries were never removed")
-        await broker.wait_drained()
-        assert await broker.dead_letters() == dead_before, invalidator.log_tail()
+        await broker.wait_drained(queues)
+        assert await broker.dead_letters(queues) == dead_before, invalidator.log_tail()
         assert await invalidator.stop() == 0, invalidator.log_tail()
         # With the invalidator gone, nothing it held unacknowledged comes back either.
-        assert await broker.waiting() == 0
+        assert await broker.waiting(queues) == 0
 
 
 async def wait_cached(api: RunningApi, key: ApiKey, url: str, version: int) -> None:

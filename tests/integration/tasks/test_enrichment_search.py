@@ -10,7 +10,8 @@ import httpx
 
 from herald_shared.events import EventEnvelope, PostUpdated
 from tests.conftest import MakeKey
-from tests.support.services import Broker, Processes
+from tests.support.broker import Broker
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
 

@@ -12,7 +12,8 @@ import httpx
 from herald_shared.events import EventEnvelope
 from herald_worker.text import count_words
 from tests.conftest import MakeKey
-from tests.support.services import Broker, Processes
+from tests.support.broker import Broker
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
 

@@ -22,13 +22,12 @@ import pytest
 
 from herald_api.settings import Settings
 from herald_shared.webhooks.settings import WebhookSettings
-from tests.conftest import TEST_CONSUMERS, ApiKey
-from tests.integration.webhooks.receiver import Behaviour, Receiver
+from tests.conftest import ApiKey
 from tests.support.apps import in_process_client
-from tests.support.services import Processes, ServiceProcess
+from tests.support.processes import ServiceProcess
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
-
-TEST_CONSUMERS.add("worker")
+from tests.support.webhook_receiver import Behaviour, Receiver
 
 #: The worker's webhook settings in these tests: fractions of a second instead of minutes.
 FAST_WORKER_ENV: dict[str, str] = {

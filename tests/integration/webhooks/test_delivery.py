@@ -12,8 +12,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import MakeKey
 from tests.integration.webhooks.conftest import StartWorker, deliveries, subscribe, wait_deliveries
-from tests.integration.webhooks.receiver import AcceptCounter, Reply, always, fail_first
 from tests.support.http import create_post
+from tests.support.webhook_receiver import AcceptCounter, Reply, always, fail_first
 
 
 async def test_post_events_reach_the_subscriber_signed_and_only_its_own(

@@ -12,9 +12,9 @@ import httpx
 
 from tests.conftest import MakeKey
 from tests.integration.webhooks.conftest import StartWorker, deliveries, subscribe
-from tests.integration.webhooks.receiver import always
 from tests.support.http import create_post
 from tests.support.waiting import wait_until
+from tests.support.webhook_receiver import always
 
 
 async def _disabled(

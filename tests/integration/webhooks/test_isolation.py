@@ -15,9 +15,9 @@ import httpx
 
 from tests.conftest import ApiKey, MakeKey
 from tests.integration.webhooks.conftest import StartWorker, deliveries, subscribe
-from tests.integration.webhooks.receiver import Receiver, always, hang
 from tests.support.http import create_post
 from tests.support.waiting import wait_until
+from tests.support.webhook_receiver import Receiver, always, hang
 
 SAMPLES = 20
 READ_TIMEOUT = 2.0

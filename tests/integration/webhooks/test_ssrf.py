@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import MakeKey
 from tests.integration.webhooks.conftest import StartWorker, insert_webhook, wait_deliveries
-from tests.integration.webhooks.receiver import AcceptCounter
 from tests.support.http import assert_problem, create_post
+from tests.support.webhook_receiver import AcceptCounter
 
 #: Host spellings of non-global targets; every one is also tried on the listening port.
 PRIVATE_HOSTS = [

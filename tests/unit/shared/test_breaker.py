@@ -13,23 +13,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from herald_shared.resilience import Breaker, BreakerOpenError, RetryPolicy, retry_transient
+from tests.support.clock import FakeClock
 from tests.support.waiting import wait_until
 
 FAIL_MAX = 3
 RESET = 10.0
-
-
-class FakeClock:
-    """A monotonic clock that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class DownError(ConnectionError):

@@ -9,12 +9,11 @@ from typing import ClassVar, Literal
 
 import pytest
 from pydantic import BaseModel, Field
-from typer.testing import CliRunner
 
-from herald_cli.main import app
 from herald_shared import event_schemas
 from herald_shared.event_schemas import build_schema, compatibility_problems
 from herald_shared.events import EVENT_TYPES, RETIRED_DECODERS, EventData, EventEnvelope
+from tests.support.cli import invoke_herald
 
 
 class Thing(EventData):
@@ -251,35 +250,34 @@ def test_a_retired_decoder_needs_its_committed_file(
 
 
 def test_cli_writes_then_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    runner = CliRunner()
     monkeypatch.setitem(EVENT_TYPES, Thing.type, Thing)
 
-    check = runner.invoke(app, ["events", "schemas", "--check", "--directory", str(tmp_path)])
-    assert check.exit_code == 1
+    check = invoke_herald(["events", "schemas", "--check", "--directory", str(tmp_path)])
+    assert check.code == 1
     assert "test.thing.v1.json is missing" in check.output
 
-    written = runner.invoke(app, ["events", "schemas", "--directory", str(tmp_path)])
-    assert written.exit_code == 0, written.output
+    written = invoke_herald(["events", "schemas", "--directory", str(tmp_path)])
+    assert written.code == 0, written.output
     assert (tmp_path / "test.thing.v1.json").exists()
     assert (tmp_path / "post.created.v1.json").exists()
-    ok = runner.invoke(app, ["events", "schemas", "--check", "--directory", str(tmp_path)])
-    assert ok.exit_code == 0, ok.output
+    ok = invoke_herald(["events", "schemas", "--check", "--directory", str(tmp_path)])
+    assert ok.code == 0, ok.output
 
     schema = event_schemas.load_schema(tmp_path / "post.deleted.v1.json")
     schema["required"].append("reason")
     schema["properties"]["reason"] = {"type": "string"}
     (tmp_path / "post.deleted.v1.json").write_text(event_schemas.render_schema(schema))
-    tampered = runner.invoke(app, ["events", "schemas", "--check", "--directory", str(tmp_path)])
-    assert tampered.exit_code == 1
+    tampered = invoke_herald(["events", "schemas", "--check", "--directory", str(tmp_path)])
+    assert tampered.code == 1
     assert "post.deleted v1: reason: property removed" in tampered.output
 
     monkeypatch.setitem(EVENT_TYPES, Thing.type, ThingCountRetyped)
-    refused = runner.invoke(app, ["events", "schemas", "--directory", str(tmp_path)])
-    assert refused.exit_code == 1
+    refused = invoke_herald(["events", "schemas", "--directory", str(tmp_path)])
+    assert refused.code == 1
     assert "test.thing v1: count: type changed" in refused.output
     assert "raise ThingCountRetyped.schema_version to 2" in refused.output
 
 
 def test_cli_check_passes_on_the_committed_files() -> None:
-    result = CliRunner().invoke(app, ["events", "schemas", "--check"])
-    assert result.exit_code == 0, result.output
+    result = invoke_herald(["events", "schemas", "--check"])
+    assert result.code == 0, result.output

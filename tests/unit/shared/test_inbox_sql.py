@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from herald_shared.messaging.consumer import Consumer
+from herald_shared.messaging.handlers import HandlerTable
 from herald_shared.messaging.inbox import _claim_sql, check_consumer_name
 from herald_shared.settings import AmqpSettings, ConsumerSettings
 
@@ -38,4 +39,6 @@ def test_an_event_id_that_is_not_a_uuid_object_is_refused() -> None:
 
 def test_a_consumer_with_an_unusable_name_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="does not match"):
-        Consumer("Bad Name", [], db=None, amqp=AmqpSettings(), settings=ConsumerSettings())
+        Consumer(
+            "Bad Name", HandlerTable(), db=None, amqp=AmqpSettings(), settings=ConsumerSettings()
+        )

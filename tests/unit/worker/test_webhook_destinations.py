@@ -9,16 +9,9 @@ import pytest
 from herald_shared.resilience import BreakerOpenError
 from herald_worker.webhooks.destinations import Destinations, HostFailureError
 from herald_worker.webhooks.sender import AttemptResult
+from tests.support.clock import FakeClock
 
 TIMED_OUT = AttemptResult("failed", None, "timed out after 7 s", 7000, host_failure=True)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def _fail(destinations: Destinations, origin: str) -> None:

@@ -5,8 +5,6 @@ The lifespan yields a typed ``AppState``; routes receive it through the ``StateD
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -14,11 +12,12 @@ from typing import Annotated, TypedDict
 
 from fastapi import Depends, FastAPI, Request
 
-from herald_api.auth import KeyCache
-from herald_api.coalesce import SingleFlight
-from herald_api.cursors import CursorCodec
-from herald_api.ratelimit import RateLimiter
+from herald_api.access.keys import KeyCache
+from herald_api.access.ratelimit import RateLimiter
+from herald_api.paging.cursors import CursorCodec
+from herald_api.posts.single_flight import SingleFlight
 from herald_api.settings import Settings
+from herald_shared.background import running
 from herald_shared.cache import CachedPost, CacheKeys, PostCache
 from herald_shared.db import Database, create_database
 from herald_shared.migrate import head_revision
@@ -51,23 +50,6 @@ class _LifespanState(TypedDict):
     herald: AppState
 
 
-@asynccontextmanager
-async def _running_relay(relay: OutboxRelay | None, stop_timeout: float) -> AsyncIterator[None]:
-    if relay is None:
-        yield
-        return
-    task = asyncio.create_task(relay.run(), name="outbox-relay")
-    try:
-        yield
-    finally:
-        await relay.stop()
-        _, pending = await asyncio.wait({task}, timeout=stop_timeout)
-        for leftover in pending:
-            leftover.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await leftover
-
-
 def create_lifespan(
     settings: Settings,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[_LifespanState]]:
@@ -86,8 +68,9 @@ def create_lifespan(
                 if settings.relay.enabled
                 else None
             )
-            # A batch cut short on shutdown rolls back and is published again later.
-            await stack.enter_async_context(_running_relay(relay, stop_timeout=2.0))
+            if relay is not None:
+                # A batch cut short on shutdown rolls back and is published again later.
+                await stack.enter_async_context(running(relay.run, name="outbox-relay", grace=2.0))
             cache = (
                 PostCache(
                     redis,

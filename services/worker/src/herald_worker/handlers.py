@@ -1,26 +1,22 @@
-"""The worker's handler table: event type → tasks. Each task is a plain async function; the
-tasks of one event run in one inbox transaction."""
+"""The worker's handler table: which handler runs for which event. Every handler uses the inbox,
+so all of one event's handlers run in one transaction, in the order registered here."""
 
 from __future__ import annotations
 
-from herald_shared.messaging.handlers import HandlerSpec
-from herald_worker.deps import Deps
+from herald_shared.events import PostCreated, PostDeleted, PostUpdated
+from herald_shared.messaging.handlers import HandlerTable
 from herald_worker.enrichment import enrich_post
 from herald_worker.stats import count_post
-from herald_worker.webhooks import webhook_handlers
+from herald_worker.webhooks.fanout import FANOUT_MODELS, fan_out
 
 
-def handler_table(deps: Deps) -> list[HandlerSpec]:
-    """The handlers this worker runs, bound to their dependencies."""
-    webhooks = webhook_handlers(deps)
-    del deps  # the current tasks need only the inbox transaction
-    enrich = enrich_post()
-    stats = count_post()
-    return [
-        HandlerSpec("post.created", enrich),
-        HandlerSpec("post.updated", enrich),
-        HandlerSpec("post.created", stats),
-        HandlerSpec("post.updated", stats),
-        HandlerSpec("post.deleted", stats),
-        *webhooks,
-    ]
+def handler_table() -> HandlerTable:
+    table = HandlerTable()
+    table.inbox(PostCreated, enrich_post)
+    table.inbox(PostUpdated, enrich_post)
+    table.inbox(PostCreated, count_post)
+    table.inbox(PostUpdated, count_post)
+    table.inbox(PostDeleted, count_post)
+    for model in FANOUT_MODELS:
+        table.inbox(model, fan_out)
+    return table

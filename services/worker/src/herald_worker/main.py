@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import typer
 
-from herald_shared.cleanup import cleanup_jobs
+from herald_shared.background import Job
 from herald_shared.messaging.consumer import Consumer
 from herald_shared.messaging.options import (
     Concurrency,
@@ -15,11 +15,12 @@ from herald_shared.messaging.options import (
     health_address,
     start_service,
 )
-from herald_shared.messaging.service import Background, serve
-from herald_shared.periodic import run_periodic_jobs
-from herald_shared.relay import OutboxRelay, relay_until
+from herald_shared.messaging.service import serve
+from herald_shared.relay import OutboxRelay
 from herald_worker.deps import create_deps
 from herald_worker.handlers import handler_table
+from herald_worker.jobs.cleanup import cleanup_jobs
+from herald_worker.jobs.periodic import run_periodic_jobs
 from herald_worker.settings import Settings
 from herald_worker.webhooks import run_deliveries
 
@@ -30,18 +31,18 @@ app = typer.Typer(add_completion=False)
 
 async def run(settings: Settings) -> None:
     async with create_deps(settings) as deps:
-        # Tasks emit events (post.enriched, webhook.disabled) through the outbox; this
+        # Handlers emit events (post.enriched, webhook.disabled) through the outbox; this
         # process publishes them itself, woken after each committed handler transaction.
         relay = OutboxRelay(deps.db.primary, settings.amqp, settings.relay, name="herald-worker")
         consumer = Consumer(
             CONSUMER_NAME,
-            handler_table(deps),
+            handler_table(),
             db=deps.db,
             amqp=settings.amqp,
             settings=settings.consumer,
             after_commit=relay.wake,
         )
-        background: list[Background] = [relay_until(relay)]
+        background: list[Job] = [relay.run]
         background.append(lambda stop: run_deliveries(deps, settings.webhooks, stop))
         if settings.worker.jobs_enabled:
             jobs = cleanup_jobs(

@@ -1,18 +1,32 @@
-"""What handlers are, and how they say that something went wrong.
+"""What handlers are, how a service registers them, and how they say something went wrong.
 
-A handler is a plain ``async def handle(event, delivery)``: the decoded envelope and a
-``Delivery`` with the attempt number and, for handlers that use the inbox, the transaction its
-database effects must go into. No broker type appears in its signature.
+A handler is a plain ``async def`` taking the typed event first and its dependencies as keyword
+arguments; no broker type appears in its signature. There are two kinds:
+
+- an **inbox** handler, ``async def h(event: Event[P], tx: Connection, *, deps…) -> None``, runs
+  in a transaction that first records (consumer, event id) in the inbox: a redelivered event is
+  skipped, and the handler's own writes on ``tx`` commit atomically with that record;
+- an **idempotent** handler, ``async def h(event: Event[P], *, deps…) -> None``, is idempotent
+  by construction (a cache delete, a version-checked write, a unique key) and needs no inbox.
+
+A service builds one ``HandlerTable``, registering each handler under the event model it
+handles (``table.inbox(PostCreated, enrich_post)``): a misspelt type cannot be written, and
+mypy checks that the handler's ``Event[...]`` accepts the model and that the dependencies bound
+at registration fit its keyword parameters. The table's event types are also what the service's
+queue is bound to.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Concatenate, Generic, ParamSpec, TypeVar
 
 from herald_shared.db import Connection
-from herald_shared.events import EventEnvelope
+from herald_shared.events import EventData, EventEnvelope
 
 
 class PermanentError(Exception):
@@ -36,26 +50,129 @@ class DependencyUnavailableError(Exception):
         self.retry_after = retry_after
 
 
+P = TypeVar("P", bound=EventData, covariant=True)
+M = TypeVar("M", bound=EventData)
+Deps = ParamSpec("Deps")
+
+
 @dataclass(frozen=True, slots=True)
-class Delivery:
-    consumer: str
-    event_id: uuid.UUID
+class Event(Generic[P]):
+    """One delivery of an event, as a handler receives it: the typed payload and the envelope's
+    facts. ``Event[PostCreated]`` is an ``Event[PostSnapshot]`` too, so one handler typed for a
+    common base (or a union) can be registered for several models."""
+
+    payload: P
+    id: uuid.UUID
+    type: str
+    aggregate_id: uuid.UUID
+    aggregate_version: int
+    occurred_at: datetime
     #: 1 for the first delivery; grows with each trip through the retry queues.
     attempt: int
-    #: The connection whose open transaction holds this event's inbox row (``uses_inbox``
-    #: handlers only). The transaction is begun in SQL (``herald_shared.messaging.inbox``), so
-    #: asyncpg's ``tx.transaction()`` cannot nest in it: use ``SAVEPOINT`` to nest.
-    tx: Connection | None
+    #: The envelope as received, for handlers that pass the event on whole (webhooks). Read the
+    #: typed ``payload``, not ``envelope.data``.
+    envelope: EventEnvelope = field(repr=False)
 
 
-Handle = Callable[[EventEnvelope, Delivery], Awaitable[None]]
+def event_of(envelope: EventEnvelope, payload: M, attempt: int) -> Event[M]:
+    """The event a handler receives for ``envelope``, whose payload decoded to ``payload``."""
+    return Event(
+        payload=payload,
+        id=envelope.id,
+        type=envelope.type,
+        aggregate_id=envelope.aggregate_id,
+        aggregate_version=envelope.aggregate_version,
+        occurred_at=envelope.occurred_at,
+        attempt=attempt,
+        envelope=envelope,
+    )
 
 
 @dataclass(frozen=True, slots=True)
-class HandlerSpec:
-    event_type: str
-    handle: Handle
-    #: Run inside a transaction that first records (consumer, event id): a redelivered event
-    #: is skipped, and the handler's own database effects commit atomically with the record.
-    uses_inbox: bool = True
-    timeout_seconds: float | None = None
+class Step:
+    """One registered handler, its dependencies bound: called as ``call(event, tx)`` when it
+    uses the inbox, ``call(event)`` otherwise (the table checked the types when it was made)."""
+
+    call: Callable[..., Awaitable[None]]
+    uses_inbox: bool
+
+
+@dataclass(slots=True)
+class Route:
+    """Everything registered for one (event type, schema version): the model that decodes its
+    payload and the handlers, run in registration order."""
+
+    model: type[EventData]
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def uses_inbox(self) -> bool:
+        """True when any handler needs the inbox: then all of them run in its transaction."""
+        return any(step.uses_inbox for step in self.steps)
+
+
+class HandlerTable:
+    """A service's handlers, keyed by the model of the event each one handles."""
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, int], Route] = {}
+
+    def inbox(
+        self,
+        model: type[M],
+        handler: Callable[Concatenate[Event[M], Connection, Deps], Awaitable[None]],
+        /,
+        *args: Deps.args,
+        **deps: Deps.kwargs,
+    ) -> None:
+        """Run ``handler(event, tx, **deps)`` for every ``model`` event, in the inbox
+        transaction ``tx``. Its database effects go on ``tx`` (plain SQL: nest with
+        ``SAVEPOINT``, not asyncpg's ``transaction()``)."""
+        self._add(model, _step(handler, args, deps, uses_inbox=True))
+
+    def idempotent(
+        self,
+        model: type[M],
+        handler: Callable[Concatenate[Event[M], Deps], Awaitable[None]],
+        /,
+        *args: Deps.args,
+        **deps: Deps.kwargs,
+    ) -> None:
+        """Run ``handler(event, **deps)`` for every ``model`` event, without the inbox: the
+        handler must be idempotent by construction, since a redelivery runs it again."""
+        self._add(model, _step(handler, args, deps, uses_inbox=False))
+
+    def _add(self, model: type[EventData], step: Step) -> None:
+        route = self._routes.setdefault((model.type, model.schema_version), Route(model))
+        if route.model is not model:
+            # One payload is decoded once, by one model: each handler must get the one it named.
+            raise ValueError(
+                f"{model.type} v{model.schema_version} is decoded by {route.model.__name__} "
+                f"already, not {model.__name__}"
+            )
+        route.steps.append(step)
+
+    def route(self, event_type: str, schema_version: int) -> Route | None:
+        return self._routes.get((event_type, schema_version))
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        """The types this table handles, sorted: the routing keys its queue is bound to."""
+        return tuple(sorted({event_type for event_type, _ in self._routes}))
+
+    @property
+    def uses_inbox(self) -> bool:
+        return any(route.uses_inbox for route in self._routes.values())
+
+
+def _step(
+    handler: Callable[..., Awaitable[None]],
+    args: tuple[object, ...],
+    deps: dict[str, object],
+    *,
+    uses_inbox: bool,
+) -> Step:
+    if args:
+        # The event (and the transaction) come first when the runtime calls the handler.
+        raise TypeError("bind a handler's dependencies as keyword arguments")
+    return Step(functools.partial(handler, **deps), uses_inbox)

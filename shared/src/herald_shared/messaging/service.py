@@ -9,27 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import structlog
 
+from herald_shared.background import Job
 from herald_shared.health_server import serve_health
 from herald_shared.messaging.consumer import Consumer
 from herald_shared.telemetry import shutdown_tracing
 
 _log = structlog.get_logger(__name__)
 
-Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-
 
 async def serve(
     consumer: Consumer,
-    background: Sequence[Background] = (),
+    background: Sequence[Job] = (),
     *,
     health: tuple[str, int] | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT; ``health`` = (host, port) of /livez, /readyz and /metrics."""
+    """Run the consumer and the ``background`` jobs until SIGTERM/SIGINT; ``health`` = (host,
+    port) of /livez, /readyz and /metrics."""
     stop = asyncio.Event()
     if health is not None:
         host, port = health

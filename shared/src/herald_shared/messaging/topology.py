@@ -1,15 +1,16 @@
-"""The broker topology, declared idempotently by every service at start.
+"""The broker topology, declared idempotently at start.
 
-One durable topic exchange for events. Per consuming service: a main queue (quorum where the
-broker supports it) bound to the event types it wants; one retry queue per backoff step, whose
-TTL dead-letters messages back to the main queue (exponential backoff without plugins); and a
-dead-letter queue for poison messages and exhausted retries. Every name starts with the
-configured namespace.
+One durable topic exchange for events, declared by every process that publishes or consumes.
+Per consuming service, declared by that service alone: a main queue (quorum where the broker
+supports it) bound to the event types its handler table handles; one retry queue per backoff
+step, whose TTL dead-letters messages back to the main queue (exponential backoff without
+plugins); and a dead-letter queue for poison messages and exhausted retries. Every name starts
+with the configured namespace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import aio_pika
@@ -17,13 +18,6 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 from aiormq.abc import FieldValue
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
-
-#: Which events each service consumes. Declared by every service, so that an event published
-#: before its consumer first started still has a queue to wait in.
-SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
-    "worker": ("post.*", "webhook.*"),
-    "cache-invalidator": ("post.*",),
-}
 
 
 def exchange_name(namespace: str) -> str:
@@ -36,7 +30,6 @@ class ConsumerQueues:
 
     namespace: str
     consumer: str
-    binding_keys: tuple[str, ...]
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
     quorum: bool = True
 
@@ -62,8 +55,12 @@ async def declare_exchange(channel: AbstractChannel, namespace: str) -> Abstract
     )
 
 
-async def declare_consumer(channel: AbstractChannel, queues: ConsumerQueues) -> None:
-    """Declare (idempotently) the main, retry and dead-letter queues of one consumer."""
+async def declare_consumer(
+    channel: AbstractChannel, queues: ConsumerQueues, *, bindings: Iterable[str]
+) -> None:
+    """Declare (idempotently) the main, retry and dead-letter queues of one consumer, the main
+    queue bound to the routing keys ``bindings``. Bindings are only ever added: one the consumer
+    no longer wants stays until an operator removes it."""
     exchange = await declare_exchange(channel, queues.namespace)
     durable_type: dict[str, FieldValue] = {"x-queue-type": "quorum"} if queues.quorum else {}
     await channel.declare_queue(queues.dead_letter, durable=True, arguments=durable_type)
@@ -77,7 +74,7 @@ async def declare_consumer(channel: AbstractChannel, queues: ConsumerQueues) -> 
             "x-dead-letter-routing-key": queues.dead_letter,
         },
     )
-    for key in queues.binding_keys:
+    for key in bindings:
         await main.bind(exchange, routing_key=key)
     for step, delay in enumerate(queues.retry_delays):
         await channel.declare_queue(
@@ -101,14 +98,6 @@ def consumer_queues(
     return ConsumerQueues(
         namespace=namespace,
         consumer=consumer,
-        binding_keys=SUBSCRIPTIONS.get(consumer, ("#",)),
         retry_delays=tuple(retry_delays),
         quorum=quorum,
     )
-
-
-async def declare_all(channel: AbstractChannel, namespace: str, *, quorum: bool = True) -> None:
-    """Declare the exchange and every known consumer's queues (with default retry delays)."""
-    await declare_exchange(channel, namespace)
-    for consumer in SUBSCRIPTIONS:
-        await declare_consumer(channel, consumer_queues(namespace, consumer, quorum=quorum))

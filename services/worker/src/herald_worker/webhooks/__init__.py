@@ -1,7 +1,7 @@
 """Webhook delivery: fan events out to subscriptions, then deliver them, signed, with retries.
 
-``webhook_handlers`` go into the worker's handler table; ``run_deliveries`` is a background
-loop of the worker process. Between the two sits the ``webhook_deliveries`` table, which is
+``fanout.fan_out`` is a handler of the worker's table; ``run_deliveries`` is a background job
+of the worker process. Between the two sits the ``webhook_deliveries`` table, which is
 also the delivery log clients read through the API.
 """
 
@@ -13,10 +13,9 @@ from herald_shared.webhooks.settings import WebhookSettings
 from herald_shared.webhooks.ssrf import Resolver, system_resolver
 from herald_worker.deps import Deps
 from herald_worker.webhooks.delivery import DeliveryLoop
-from herald_worker.webhooks.fanout import webhook_handlers
 from herald_worker.webhooks.sender import create_http_client
 
-__all__ = ["run_deliveries", "webhook_handlers"]
+__all__ = ["run_deliveries"]
 
 
 async def run_deliveries(
@@ -26,6 +25,6 @@ async def run_deliveries(
     *,
     resolver: Resolver = system_resolver,
 ) -> None:
-    """Deliver due webhook deliveries until ``stop`` is set (a ``Background`` of ``serve``)."""
+    """Deliver due webhook deliveries until ``stop`` is set (a background job of ``serve``)."""
     async with create_http_client(settings) as client:
         await DeliveryLoop(deps.db, settings, client, resolver=resolver).run(stop)

@@ -28,6 +28,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
+from herald_shared.background import finish
 from herald_shared.db import UNAVAILABLE_ERRORS, Connection, Database
 from herald_shared.metrics import WEBHOOK_DELIVERIES
 from herald_shared.resilience import BreakerOpenError
@@ -114,15 +115,7 @@ class DeliveryLoop:
         self._wake.set()
 
     async def _drain(self) -> None:
-        if not self._inflight:
-            return
-        _, late = await asyncio.wait(
-            self._inflight, timeout=self._settings.call_deadline_seconds + 1
-        )
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.wait(late, timeout=5)
+        await finish(self._inflight, grace=self._settings.call_deadline_seconds + 1)
 
     async def _claim(self, limit: int) -> int:
         """Claim and start up to ``limit`` deliveries; returns how many.

@@ -1,74 +1,57 @@
 """Fan-out: each event becomes one pending delivery per matching, enabled webhook of its account.
 
 Runs inside the inbox transaction, so the deliveries exist exactly when the event counts as
-handled; ``ON CONFLICT DO NOTHING`` on (webhook, event) makes a replay harmless even without the
-inbox. The delivery stores the event envelope as it will be sent. Post events belong to their
-author; ``webhook.disabled`` to the webhook's account (its other webhooks hear about it).
+handled; the unique (webhook, event) key makes a replay harmless even without the inbox. The
+delivery stores the event envelope as it will be sent. Post events belong to their author;
+``webhook.disabled`` to the webhook's account (its other webhooks hear about it).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 
-from herald_shared.events import EventEnvelope
-from herald_shared.messaging.handlers import Delivery, Handle, HandlerSpec, PermanentError
+from herald_shared.db import Connection
+from herald_shared.events import (
+    PostCreated,
+    PostDeleted,
+    PostEnriched,
+    PostUpdated,
+    WebhookDisabled,
+)
+from herald_shared.messaging.handlers import Event
 from herald_shared.tracecontext import current_trace_headers
 from herald_shared.webhooks.matching import matches_any
-from herald_worker.deps import Deps
+from herald_worker.webhooks import store
 
-#: The event types the worker receives and webhooks can subscribe to.
-FANOUT_EVENT_TYPES: tuple[str, ...] = (
-    "post.created",
-    "post.updated",
-    "post.deleted",
-    "post.enriched",
-    "webhook.disabled",
+#: The events webhooks can subscribe to.
+FanOutPayload = PostCreated | PostUpdated | PostDeleted | PostEnriched | WebhookDisabled
+FANOUT_MODELS: tuple[type[FanOutPayload], ...] = (
+    PostCreated,
+    PostUpdated,
+    PostDeleted,
+    PostEnriched,
+    WebhookDisabled,
 )
 
 
-def owner_of(event: EventEnvelope) -> uuid.UUID:
-    """The account whose webhooks hear of ``event``."""
-    field = "account_id" if event.type.startswith("webhook.") else "author_id"
-    try:
-        return uuid.UUID(str(event.data[field]))
-    except (KeyError, ValueError) as exc:
-        raise PermanentError(f"{event.type} event without a valid {field}") from exc
+def owner_of(payload: FanOutPayload) -> uuid.UUID:
+    """The account whose webhooks hear of the event."""
+    if isinstance(payload, WebhookDisabled):
+        return payload.account_id
+    return payload.author_id
 
 
-def fan_out() -> Handle:
-    async def handle(event: EventEnvelope, delivery: Delivery) -> None:
-        tx = delivery.tx
-        assert tx is not None
-        webhooks = await tx.fetch(
-            "SELECT id, event_types FROM webhooks WHERE account_id = $1 AND enabled",
-            owner_of(event),
-        )
-        targets = [row["id"] for row in webhooks if matches_any(row["event_types"], event.type)]
-        if not targets:
-            return
-        await tx.execute(
-            """
-            INSERT INTO webhook_deliveries
-                (id, webhook_id, event_id, event_type, payload, trace_headers)
-            SELECT d.id, d.webhook_id, $3, $4, $5::jsonb, $6::jsonb
-            FROM unnest($1::uuid[], $2::uuid[]) AS d (id, webhook_id)
-            ON CONFLICT (webhook_id, event_id) DO NOTHING
-            """,
-            [uuid.uuid4() for _ in targets],
-            targets,
-            event.id,
-            event.type,
-            event.model_dump_json(),
-            # The delivery, hours later perhaps, joins the trace of the request that caused it.
-            json.dumps(current_trace_headers()),
-        )
-
-    return handle
-
-
-def webhook_handlers(deps: Deps) -> list[HandlerSpec]:
-    """The fan-out handler for every event type webhooks can receive."""
-    del deps  # fan-out needs only the inbox transaction
-    handle = fan_out()
-    return [HandlerSpec(event_type, handle) for event_type in FANOUT_EVENT_TYPES]
+async def fan_out(event: Event[FanOutPayload], tx: Connection) -> None:
+    subscribed = await store.subscriptions(tx, owner_of(event.payload))
+    targets = [s.webhook_id for s in subscribed if matches_any(s.event_types, event.type)]
+    if not targets:
+        return
+    await store.create_deliveries(
+        tx,
+        targets,
+        event_id=event.id,
+        event_type=event.type,
+        payload=event.envelope.model_dump_json(),
+        # The delivery, hours later perhaps, joins the trace of the request that caused it.
+        trace_headers=current_trace_headers(),
+    )

@@ -1,5 +1,6 @@
-"""SQL of the delivery loop: claiming due deliveries under a lease, recording each outcome,
-and disabling an endpoint that has failed for too long.
+"""SQL of webhook deliveries: creating them for the webhooks an event concerns (fan-out),
+claiming due ones under a lease, recording each outcome, and disabling an endpoint that has
+failed for too long.
 
 A claim moves ``next_attempt_at`` to the end of the lease: other workers skip the row until
 then (``FOR UPDATE SKIP LOCKED`` keeps concurrent claims apart), and if this worker dies the row
@@ -10,8 +11,9 @@ what the next one recorded.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -85,6 +87,49 @@ class Attempt:
     status_code: int | None
     error: str | None
     latency_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    webhook_id: uuid.UUID
+    #: Patterns such as ``post.*`` (see ``herald_shared.webhooks.matching``).
+    event_types: list[str]
+
+
+async def subscriptions(conn: Connection, account_id: uuid.UUID) -> list[Subscription]:
+    """The enabled webhooks of ``account_id``, with the event types each one wants."""
+    rows = await conn.fetch(
+        "SELECT id, event_types FROM webhooks WHERE account_id = $1 AND enabled", account_id
+    )
+    return [Subscription(row["id"], list(row["event_types"])) for row in rows]
+
+
+async def create_deliveries(
+    conn: Connection,
+    webhook_ids: Sequence[uuid.UUID],
+    *,
+    event_id: uuid.UUID,
+    event_type: str,
+    payload: str,
+    trace_headers: Mapping[str, str],
+) -> None:
+    """One pending delivery of ``payload`` per webhook; a webhook that has this event already
+    keeps the delivery it has (so creating them twice is harmless)."""
+    await conn.execute(
+        """
+        INSERT INTO webhook_deliveries
+            (id, webhook_id, event_id, event_type, payload, trace_headers)
+        SELECT d.id, d.webhook_id, $3, $4, $5::jsonb, $6::jsonb
+        FROM unnest($1::uuid[], $2::uuid[]) AS d (id, webhook_id)
+        ON CONFLICT (webhook_id, event_id) DO NOTHING
+        """,
+        [uuid.uuid4() for _ in webhook_ids],
+        list(webhook_ids),
+        event_id,
+        event_type,
+        payload,
+        json.dumps(dict(trace_headers)),
+    )
 
 
 async def claim_due(

@@ -1,0 +1,1 @@
+"""The worker's periodic jobs: run once per period across every worker replica."""

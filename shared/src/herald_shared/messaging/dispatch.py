@@ -1,0 +1,86 @@
+"""Running an event's handlers: under one deadline, inside the inbox transaction when any of
+them uses the inbox, with a few quick in-process retries of transient errors.
+
+Whatever the handlers raise is passed on for ``herald_shared.messaging.failures.decide``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from herald_shared.db import Database
+from herald_shared.events import EventData
+from herald_shared.messaging import inbox
+from herald_shared.messaging.failures import IN_PROCESS_RETRYABLE
+from herald_shared.messaging.handlers import Event, HandlerTimeoutError, Route
+from herald_shared.resilience import RetryPolicy, retry_transient
+from herald_shared.settings import ConsumerSettings
+
+_log = structlog.get_logger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        consumer: str,
+        *,
+        db: Database | None,
+        settings: ConsumerSettings,
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
+        """``after_commit`` is called after each committed inbox transaction (e.g. to wake an
+        outbox relay)."""
+        self._consumer = consumer
+        self._db = db
+        self._timeout = settings.handler_timeout_seconds
+        self._after_commit = after_commit
+        self._in_process = RetryPolicy(
+            attempts=settings.in_process_attempts,
+            initial_delay=0.05,
+            max_delay=1.0,
+            retry_on=IN_PROCESS_RETRYABLE,
+        )
+
+    async def dispatch(self, route: Route, event: Event[EventData]) -> None:
+        """Run ``route``'s handlers for ``event``; raises what they raised last."""
+        await retry_transient(
+            lambda: self._run_in_time(route, event),
+            policy=self._in_process,
+            log_name=f"{self._consumer}:{event.type}",
+        )
+
+    async def _run_in_time(self, route: Route, event: Event[EventData]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout) as deadline:
+                await self._run(route, event)
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise HandlerTimeoutError(f"handlers ran past {self._timeout} s") from exc
+            raise  # a dependency's own timeout: unavailable, not this event's fault
+
+    async def _run(self, route: Route, event: Event[EventData]) -> None:
+        if not route.uses_inbox:
+            for step in route.steps:
+                await step.call(event)
+            return
+        if self._db is None:
+            raise RuntimeError("handlers that use the inbox need a database")
+        async with self._db.writer() as tx:
+            if not await inbox.open_inbox(tx, self._consumer, event.id):
+                await inbox.rollback(tx)
+                _log.info(
+                    "duplicate event skipped", consumer=self._consumer, event_id=str(event.id)
+                )
+                return
+            try:
+                for step in route.steps:
+                    await (step.call(event, tx) if step.uses_inbox else step.call(event))
+            except BaseException:
+                await inbox.rollback(tx)
+                raise
+            await inbox.commit(tx)
+        if self._after_commit is not None:
+            self._after_commit()
