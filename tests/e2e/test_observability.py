@@ -34,6 +34,13 @@ def _log_lines(service: ServiceProcess) -> list[dict[str, Any]]:
     return lines
 
 
+def _http_url(span: dict[str, Any]) -> str | None:
+    """The URL an HTTP client span called (older and newer semantic conventions)."""
+    attributes: dict[str, Any] = span["attributes"]
+    url = attributes.get("url.full", attributes.get("http.url"))
+    return str(url) if url is not None else None
+
+
 async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
     processes: Processes, make_key: MakeKey, tmp_path: Path
 ) -> None:
@@ -84,20 +91,29 @@ async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
                 s["service"] == "herald-cache-invalidator" and s["name"].startswith("handle post.")
             ),
             "webhook": lambda s: s["service"] == "herald-worker" and s["name"] == "webhook.deliver",
-            "webhook http": lambda s: s["service"] == "herald-worker" and s["kind"] == "CLIENT",
+            # The delivery's own HTTP call: asyncpg's spans are CLIENT spans of the worker too.
+            "webhook http": lambda s: (
+                s["service"] == "herald-worker"
+                and s["kind"] == "CLIENT"
+                and _http_url(s) == receiver.url
+            ),
         }
         spans: list[dict[str, Any]] = []
+        missing: list[str] = list(wanted)
 
         async def complete() -> bool:
-            nonlocal spans
+            nonlocal spans, missing
             trace = load_traces(str(trace_dir)).get(trace_id)
             spans = trace.spans if trace else []
-            return all(any(match(s) for s in spans) for match in wanted.values())
+            missing = [name for name, match in wanted.items() if not any(map(match, spans))]
+            return not missing
 
         try:
             await wait_until(
                 complete, seconds=30, interval=0.2, message="the trace never completed"
             )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; spans missing: {missing}") from None
         finally:
             await receiver.stop()
         assert len(receiver.events("post.created")) == 1
@@ -108,6 +124,10 @@ async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
         assert [r["name"] for r in roots] == ["POST /v1/posts"]
         assert {s["service"] for s in spans} == SERVICES
         by_id = {s["span_id"]: s for s in spans}
+        http_call = next(s for s in spans if wanted["webhook http"](s))
+        assert by_id[http_call["parent_span_id"]]["name"] == "webhook.deliver"
+        status = http_call["attributes"]
+        assert status.get("http.response.status_code", status.get("http.status_code")) == 200
         worker_span = next(s for s in spans if wanted["worker"](s))
         chain = []
         current: dict[str, Any] | None = worker_span
