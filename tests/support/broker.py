@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 import aio_pika
 import aiormq
@@ -86,11 +86,23 @@ class Broker:
     ) -> ConsumerQueues:
         return consumer_queues(self.namespace, consumer, retry_delays=retry_delays)
 
-    async def publish(self, envelopes: Iterable[EventEnvelope], *, batch: int = 200) -> None:
-        """Publish envelopes as the relay does (persistent, message id = event id, confirmed)."""
+    async def publish(
+        self,
+        envelopes: Iterable[EventEnvelope],
+        *,
+        batch: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Publish envelopes as the relay does (persistent, message id = event id, confirmed),
+        each with ``headers`` (e.g. a ``traceparent``)."""
         messages = [
             (
-                build_message(e.model_dump_json().encode(), message_id=e.id, event_type=e.type),
+                build_message(
+                    e.model_dump_json().encode(),
+                    message_id=e.id,
+                    event_type=e.type,
+                    headers=headers,
+                ),
                 e.type,
             )
             for e in envelopes

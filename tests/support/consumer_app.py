@@ -8,6 +8,8 @@ Run as ``python -m tests.support.consumer_app``. Configured by environment:
   permanent error until a row for the consumer exists in ``test_fixed``);
 - ``HERALD_TEST_JOB_PERIOD``: when set, also run a periodic job with this period (seconds)
   that records each run in ``test_job_runs``;
+- ``HERALD_TRACE_DIR``: when set, spans are written there as the services write theirs
+  (otherwise the process is not traced);
 - the usual ``HERALD_DB_*``, ``HERALD_AMQP_*`` and ``HERALD_CONSUMER_*`` settings.
 
 Every try is recorded in ``test_attempts`` (outside the handler's transaction, so failed tries
@@ -30,7 +32,14 @@ from herald_shared.logs import configure_logging
 from herald_shared.messaging.consumer import Consumer
 from herald_shared.messaging.handlers import Event, HandlerTable, PermanentError, TransientError
 from herald_shared.messaging.service import serve
-from herald_shared.settings import AmqpSettings, ConsumerSettings, DatabaseSettings, LogSettings
+from herald_shared.settings import (
+    AmqpSettings,
+    ConsumerSettings,
+    DatabaseSettings,
+    LogSettings,
+    TelemetrySettings,
+)
+from herald_shared.telemetry import configure_tracing
 from herald_worker.jobs.periodic import PeriodicJob, run_periodic_jobs
 
 SCHEMA = """
@@ -130,4 +139,6 @@ async def main() -> None:
 
 if __name__ == "__main__":
     configure_logging("herald-test-consumer", LogSettings())
+    if "HERALD_TRACE_DIR" in os.environ:  # never into the default directory of the source tree
+        configure_tracing("herald-test-consumer", TelemetrySettings())
     uvloop.run(main())

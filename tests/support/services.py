@@ -77,8 +77,10 @@ class Processes:
         in_process_attempts: int | None = None,
         job_period: float | None = None,
         consumers: int = 1,
+        extra_env: Mapping[str, str] | None = None,
     ) -> ServiceProcess:
-        """Start ``tests.support.consumer_app`` and wait until its queue has ``consumers``."""
+        """Start ``tests.support.consumer_app`` (with ``extra_env`` over its settings) and wait
+        until its queue has ``consumers``."""
         self.retry_delays.add(tuple(retry_delays))
         env = {
             "HERALD_TEST_CONSUMER": name,
@@ -92,7 +94,9 @@ class Processes:
             env["HERALD_CONSUMER_IN_PROCESS_ATTEMPTS"] = str(in_process_attempts)
         if job_period is not None:
             env["HERALD_TEST_JOB_PERIOD"] = str(job_period)
-        service = self.start(name, ["-m", "tests.support.consumer_app"], env)
+        service = self.start(
+            name, ["-m", "tests.support.consumer_app"], env | dict(extra_env or {})
+        )
         await self.wait_consuming(service, self.broker.queues(name, retry_delays).main, consumers)
         return service
 
