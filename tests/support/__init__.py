@@ -8,9 +8,10 @@
 - ``consumer_app``: a real consumer process with a recording handler;
 - ``http``: creating posts, reading versions, checking problem bodies;
 - ``measurements``: figures reported in the terminal summary;
+- ``metrics``: a real process's Prometheus metrics, scraped;
 - ``network``: free ports, DSNs pointing at them;
 - ``processes`` and ``services``: real processes, and the Herald services started as them;
-- ``proxies``: TCP proxies that cut, hold back or delay a server's traffic;
+- ``faults``: a TCP proxy that cuts, blackholes, delays or holds back a server's traffic;
 - ``waiting``: waiting on a condition with a deadline;
 - ``webhook_receiver``: local HTTP endpoints that verify and record webhook deliveries.
 """

@@ -89,6 +89,23 @@ class ServiceProcess:
         if code is not None:
             raise AssertionError(f"{self.label} exited early with {code}:\n{self.log_tail()}")
 
+    async def health_url(self, seconds: float = 30.0) -> str:
+        """Where the service's /livez, /readyz and /metrics listen, as its log says (it must log
+        at INFO, as JSON). Read from the log, the port can be one the system chose (port 0),
+        which no other process can hold."""
+        listening: dict[str, Any] = {}
+
+        async def logged() -> bool:
+            self.check_running()
+            for record in self.log_lines():
+                if record.get("event") == "health endpoint listening":
+                    listening.update(record)
+                    return True
+            return False
+
+        await wait_until(logged, seconds=seconds, message=f"{self.label} never listened")
+        return f"http://{listening['host']}:{listening['port']}"
+
     async def wait_exit(self, seconds: float) -> int:
         """The exit code, once the process has exited (fails after ``seconds``)."""
 

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -32,7 +33,9 @@ from tests.support.cache import REDIS_URL
 from tests.support.faults import FaultProxy
 from tests.support.http import create_published, version_of
 from tests.support.measurements import percentile, report
+from tests.support.metrics import sample_value, scrape
 from tests.support.network import with_port
+from tests.support.processes import ServiceProcess
 from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
@@ -61,21 +64,29 @@ async def test_a_committed_patch_becomes_visible_through_the_invalidator(
 ) -> None:
     """Lag = from the PATCH response (its commit) to the first GET returning the new version;
     the post was cached at the old version just before, so that GET had to wait for the
-    invalidator to delete the entry (relay → RabbitMQ → invalidator → Redis)."""
+    invalidator to delete the entry (relay → RabbitMQ → invalidator → Redis).
+
+    The invalidator's own lag metric is checked too: it counts every invalidation it logs, with
+    the lag it logs, and each PATCH's lag lies within the time from sending it to seeing it."""
     queues = processes.invalidator_queues()
     async with (
         running_api(invalidator_only(settings)) as api,
-        processes.invalidator(redis_url=REDIS_URL) as invalidator,
+        # Its health endpoint's address, and each invalidation's lag, are logged at INFO.
+        processes.invalidator(redis_url=REDIS_URL, env={"HERALD_LOG_LEVEL": "INFO"}) as invalidator,
     ):
+        health = await invalidator.health_url()
         key = await make_key()
         posts = [(await create_published(api.http, key))["id"] for _ in range(5)]
         await broker.wait_drained(queues)
         lags: list[float] = []
+        #: Per (post id, version): ms from sending the PATCH to the GET that showed it.
+        windows: dict[tuple[str, int], float] = {}
         stale_right_after = 0
         for n in range(PATCHES):
             url = f"/v1/posts/{posts[n % len(posts)]}"
             before = await api.http.get(url, headers=key.headers)
             await wait_cached(api, url, key.headers, version_of(before))
+            sent = time.monotonic()
             patched = await api.http.patch(url, json={"title": f"edit {n}"}, headers=key.headers)
             assert patched.status_code == 200, patched.text
             committed = time.monotonic()
@@ -96,10 +107,22 @@ async def test_a_committed_patch_becomes_visible_through_the_invalidator(
             await wait_until(visible, seconds=5, interval=0.001, message="the patch never showed")
             assert seen_at is not None
             lags.append((seen_at - committed) * 1000)
+            windows[(posts[n % len(posts)], new_version)] = (seen_at - sent) * 1000
         invalidator.check_running()
         await broker.wait_drained(queues)
+        logged = await wait_lag_metric_matches_log(invalidator, health)
 
     assert len(lags) == PATCHES
+    patch_lags = {
+        (r["post_id"], r["version"]): r["lag_ms"]
+        for r in logged
+        if r["event_type"] == "post.updated" and r["post_id"] in posts
+    }
+    assert patch_lags.keys() == windows.keys()
+    outside = {k: (lag, windows[k]) for k, lag in patch_lags.items() if not 0 <= lag <= windows[k]}
+    assert not outside, (
+        f"{len(outside)} (lag, send-to-seen window) in ms: {list(outside.items())[:3]}"
+    )
     report(
         f"invalidation lag over {PATCHES} PATCHes (commit -> GET shows the new version): "
         f"p50 {percentile(lags, 0.5):.1f} ms, p95 {percentile(lags, 0.95):.1f} ms, "
@@ -108,6 +131,41 @@ async def test_a_committed_patch_becomes_visible_through_the_invalidator(
     )
     # Without the invalidator the old entry would be served for the whole TTL (minutes).
     assert stale_right_after > 0
+
+
+async def wait_lag_metric_matches_log(
+    invalidator: ServiceProcess, health: str
+) -> list[dict[str, Any]]:
+    """Wait until ``herald_cache_invalidation_lag_seconds`` on the invalidator's /metrics has
+    observed exactly the invalidations it logged, with the lags it logged; returns those log
+    records. (The two can differ for a moment while one is being handled.)"""
+    logged: list[dict[str, Any]] = []
+    metric: tuple[float | None, float | None] = (None, None)
+
+    async def matches() -> bool:
+        nonlocal logged, metric
+        samples = await scrape(health)
+        metric = (
+            sample_value(samples, "herald_cache_invalidation_lag_seconds_count"),
+            sample_value(samples, "herald_cache_invalidation_lag_seconds_sum"),
+        )
+        logged = [r for r in invalidator.log_lines() if r.get("event") == "post invalidated"]
+        count, total = metric
+        # Each logged lag is rounded to 0.1 ms.
+        return (
+            count == len(logged)
+            and total is not None
+            and abs(total - sum(r["lag_ms"] for r in logged) / 1000) <= 0.00005 * len(logged)
+        )
+
+    try:
+        await wait_until(matches, seconds=10, interval=0.1, message="the lag metric")
+    except AssertionError:
+        lags = sum(r["lag_ms"] for r in logged) / 1000
+        raise AssertionError(
+            f"lag metric (count, sum s) {metric} != logged ({len(logged)}, {lags:.4f})"
+        ) from None
+    return logged
 
 
 @dataclass(frozen=True, slots=True)

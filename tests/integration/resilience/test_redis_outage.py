@@ -21,10 +21,13 @@ from tests.support.apps import RunningApi, running_api
 from tests.support.broker import Broker
 from tests.support.faults import FaultProxy
 from tests.support.http import assert_problem, create_published, version_of
+from tests.support.metrics import sample_value, scrape
 from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
 FAILURES = 3
+#: The invalidator's Redis breaker, as its metrics name it.
+BREAKER = "herald-cache-invalidator.redis"
 
 
 @pytest.fixture
@@ -184,9 +187,16 @@ async def test_the_invalidator_applies_what_it_missed_once_redis_is_back(
             env={
                 "HERALD_REDIS_BREAKER_FAILURES": str(FAILURES),
                 "HERALD_REDIS_BREAKER_RESET_SECONDS": "0.5",
+                "HERALD_LOG_LEVEL": "INFO",  # the health endpoint's address is logged at INFO
             },
         ) as invalidator,
     ):
+        health = await invalidator.health_url()
+
+        async def breaker_gauge() -> float | None:
+            return sample_value(await scrape(health), "herald_breaker_open", breaker=BREAKER)
+
+        assert await breaker_gauge() == 0
         key = await make_key()
         urls = [f"/v1/posts/{(await create_published(api.http, key))['id']}" for _ in range(5)]
         await broker.wait_drained(queues)
@@ -212,6 +222,7 @@ async def test_the_invalidator_applies_what_it_missed_once_redis_is_back(
 
         # The breaker tripped, and two half-open probes failed after it.
         await wait_until(probes_failed, seconds=20, message="the invalidator never tried Redis")
+        assert await breaker_gauge() == 1  # open, or half-open on a probe: both count as open
         for url in urls:
             stale = await read(api, key, url)
             assert (stale.headers["X-Cache"], version_of(stale)) == ("hit", 1)
@@ -225,6 +236,7 @@ async def test_the_invalidator_applies_what_it_missed_once_redis_is_back(
             return True
 
         await wait_until(all_fresh, seconds=20, message="the stale entries were never removed")
+        assert await breaker_gauge() == 0
         await broker.wait_drained(queues)
         assert await broker.dead_letters(queues) == dead_before, invalidator.log_tail()
         assert await invalidator.stop() == 0, invalidator.log_tail()

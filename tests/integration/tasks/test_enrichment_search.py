@@ -153,7 +153,8 @@ async def test_an_old_event_arriving_late_leaves_the_newer_enrichment(
     after = await db_pool.fetchrow(
         "SELECT word_count, enriched_version, enriched_at FROM posts WHERE id = $1", post_id
     )
-    assert before is not None and after is not None
+    assert before is not None
+    assert after is not None
     assert (after["word_count"], after["enriched_version"]) == (2, 2)
     assert await _enrichments(db_pool, post_id) == enrichments, "version 2 announced again"
     assert after["enriched_at"] == before["enriched_at"], "version 2 enriched again"
