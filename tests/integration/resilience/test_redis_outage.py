@@ -8,6 +8,7 @@ cache-invalidator does not lose the invalidations it could not apply during the 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from herald_api.settings import Settings
+from herald_shared.cache import revision
 from herald_shared.settings import CacheSettings, RateLimitSettings, RedisSettings
 from tests.conftest import ApiKey, MakeKey
 from tests.support.apps import RunningApi, running_api
@@ -198,8 +200,12 @@ async def test_the_invalidator_applies_what_it_missed_once_redis_is_back(
 
         assert await breaker_gauge() == 0
         key = await make_key()
-        urls = [f"/v1/posts/{(await create_published(api.http, key))['id']}" for _ in range(5)]
+        ids = [uuid.UUID((await create_published(api.http, key))["id"]) for _ in range(5)]
+        urls = [f"/v1/posts/{post_id}" for post_id in ids]
         await broker.wait_drained(queues)
+        # Drained means nothing waits, not that the last events were applied: a creation's
+        # invalidation landing after the entry is cached below would remove it before the cut.
+        await wait_invalidated(api, ids, revision(1, enriched=False))
         for url in urls:
             await wait_cached(api, key, url, 1)
         dead_before = await broker.dead_letters(queues)
@@ -242,6 +248,21 @@ async def test_the_invalidator_applies_what_it_missed_once_redis_is_back(
         assert await invalidator.stop() == 0, invalidator.log_tail()
         # With the invalidator gone, nothing it held unacknowledged comes back either.
         assert await broker.waiting(queues) == 0
+
+
+async def wait_invalidated(api: RunningApi, post_ids: list[uuid.UUID], revision_: int) -> None:
+    """Until the invalidation of ``revision_`` of each post is recorded in Redis."""
+    cache = api.state.cache
+    assert cache is not None
+
+    async def applied() -> bool:
+        for post_id in post_ids:
+            recorded = await cache.client.get(cache.keys.post_invalidated(post_id))
+            if int(recorded or 0) < revision_:
+                return False
+        return True
+
+    await wait_until(applied, seconds=10, message="the invalidations were never applied")
 
 
 async def wait_cached(api: RunningApi, key: ApiKey, url: str, version: int) -> None:
