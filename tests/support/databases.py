@@ -43,16 +43,15 @@ def admin_dsn() -> str:
 
 
 @asynccontextmanager
-async def own_database(label: str, *, migrated: bool = True) -> AsyncIterator[str]:
-    """A database of one test's own (migrated to head unless told not to); its DSN. Dropped
-    when the block ends, so what the test counts there is only what it wrote."""
+async def own_database(label: str) -> AsyncIterator[str]:
+    """A migrated database of one test's own; its DSN. Dropped when the block ends, so what the
+    test counts there is only what it wrote."""
     admin = admin_dsn()
     name = f"herald_test_{label}_{uuid.uuid4().hex[:8]}"
     await create_database(admin, name)
     try:
         dsn = dsn_for(admin, name)
-        if migrated:
-            await upgrade(dsn)
+        await upgrade(dsn)
         yield dsn
     finally:
         await drop_database(admin, name)

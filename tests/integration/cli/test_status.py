@@ -76,6 +76,7 @@ async def test_status_shows_ready_retrying_and_dead_messages_and_the_outbox_age(
     status_database: str, status_broker: Broker, redis_prefix: str, tmp_path: Path
 ) -> None:
     queues = status_broker.queues(CONSUMER, RETRY_DELAYS)
+    # Processes on the test's own database and namespace (not the run's shared ones).
     processes = Processes(
         status_database, status_broker.settings, redis_prefix, status_broker, tmp_path, set(), set()
     )
