@@ -67,7 +67,9 @@ async def test_a_committed_patch_becomes_visible_through_the_invalidator(
     invalidator to delete the entry (relay → RabbitMQ → invalidator → Redis).
 
     The invalidator's own lag metric is checked too: it counts every invalidation it logs, with
-    the lag it logs, and each PATCH's lag lies within the time from sending it to seeing it."""
+    the lag it logs, and no PATCH's lag is longer than the time from sending it to reading the
+    metric (the invalidator may compute a lag a little after the GET already saw the deletion,
+    so the moment the new version was seen is no bound)."""
     queues = processes.invalidator_queues()
     async with (
         running_api(invalidator_only(settings)) as api,
@@ -79,8 +81,8 @@ async def test_a_committed_patch_becomes_visible_through_the_invalidator(
         posts = [(await create_published(api.http, key))["id"] for _ in range(5)]
         await broker.wait_drained(queues)
         lags: list[float] = []
-        #: Per (post id, version): ms from sending the PATCH to the GET that showed it.
-        windows: dict[tuple[str, int], float] = {}
+        #: When each PATCH was sent, by (post id, version).
+        sent_at: dict[tuple[str, int], float] = {}
         stale_right_after = 0
         for n in range(PATCHES):
             url = f"/v1/posts/{posts[n % len(posts)]}"
@@ -107,10 +109,11 @@ async def test_a_committed_patch_becomes_visible_through_the_invalidator(
             await wait_until(visible, seconds=5, interval=0.001, message="the patch never showed")
             assert seen_at is not None
             lags.append((seen_at - committed) * 1000)
-            windows[(posts[n % len(posts)], new_version)] = (seen_at - sent) * 1000
+            sent_at[(posts[n % len(posts)], new_version)] = sent
         invalidator.check_running()
         await broker.wait_drained(queues)
         logged = await wait_lag_metric_matches_log(invalidator, health)
+        read_at = time.monotonic()
 
     assert len(lags) == PATCHES
     patch_lags = {
@@ -118,10 +121,12 @@ async def test_a_committed_patch_becomes_visible_through_the_invalidator(
         for r in logged
         if r["event_type"] == "post.updated" and r["post_id"] in posts
     }
-    assert patch_lags.keys() == windows.keys()
-    outside = {k: (lag, windows[k]) for k, lag in patch_lags.items() if not 0 <= lag <= windows[k]}
+    assert patch_lags.keys() == sent_at.keys()
+    # Each event was made after its PATCH was sent, and its lag logged before the log was read.
+    bounds = {k: (read_at - sent) * 1000 for k, sent in sent_at.items()}
+    outside = {k: (lag, bounds[k]) for k, lag in patch_lags.items() if not 0 <= lag <= bounds[k]}
     assert not outside, (
-        f"{len(outside)} (lag, send-to-seen window) in ms: {list(outside.items())[:3]}"
+        f"{len(outside)} (lag, send-to-read bound) in ms: {list(outside.items())[:3]}"
     )
     report(
         f"invalidation lag over {PATCHES} PATCHes (commit -> GET shows the new version): "
