@@ -4,8 +4,10 @@ Run as ``python -m tests.support.consumer_app``. Configured by environment:
 
 - ``HERALD_TEST_CONSUMER``: the consumer (queue) name;
 - ``HERALD_TEST_BEHAVIOUR``: ``ok``, ``slow:SECONDS``, ``fail-transient:N`` (the first N tries
-  of each event raise a transient error), ``fail-permanent``, or ``fail-until-fixed`` (a
-  permanent error until a row for the consumer exists in ``test_fixed``);
+  of each event raise a transient error), ``fail-permanent``, ``fail-until-fixed`` (a
+  permanent error until a row for the consumer exists in ``test_fixed``), ``fail-oserror``
+  (the handler's own ``OSError``, every try) or ``slow-query:SECONDS`` (a query of that long
+  in the inbox transaction, every try);
 - ``HERALD_TEST_JOB_PERIOD``: when set, also run a periodic job with this period (seconds)
   that records each run in ``test_job_runs``;
 - the usual ``HERALD_DB_*``, ``HERALD_AMQP_*`` and ``HERALD_CONSUMER_*`` settings.
@@ -70,6 +72,10 @@ async def record(
         raise TransientError(f"transient failure {tries}")
     elif kind == "fail-permanent" or (kind == "fail-until-fixed" and not fixed):
         raise PermanentError("this handler always fails")
+    elif kind == "fail-oserror":
+        raise OSError(28, "No space left on device")
+    elif kind == "slow-query":
+        await tx.execute("SELECT pg_sleep($1)", float(argument))
     await tx.execute(
         "INSERT INTO test_effects (consumer, event_id, pid) VALUES ($1, $2, $3)",
         name,

@@ -135,16 +135,23 @@ class ConsumerSettings(BaseSettings):
             "the message dead-letters after the last."
         ),
     )
-    max_deferrals: int = Field(
-        default=360,
-        ge=1,
-        description=(
-            "Deferrals (a dependency down) before a delivery starts spending attempts: an "
-            "event that only ever meets 'unavailable' is not an outage but a bug."
-        ),
-    )
     pause_seconds: float = Field(
-        default=5.0, gt=0, description="Pause after a handler reports a dependency down."
+        default=5.0,
+        gt=0,
+        description="Pause of intake after a handler finds a dependency down (first probe after).",
+    )
+    max_pause_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest pause between probes while a dependency stays down (backoff cap).",
+    )
+    max_hold_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "Longest a delivered message waits at paused intake before it is put back unrun "
+            "(no attempt spent); keep it well below the broker's consumer timeout (30 min)."
+        ),
     )
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(

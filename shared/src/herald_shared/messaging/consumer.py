@@ -11,8 +11,9 @@ types. Per message:
 3. decide what the outcome means (``failures.decide``: ack, retry, defer, dead-letter) and carry
    it out (``settlement``); a deferral also pauses intake.
 
-Intake is bounded by ``concurrency`` handlers in flight; on stop, consuming is cancelled and the
-handlers in flight get the grace period to finish, after which the rest go back to the queue.
+Intake (``intake``) is bounded by ``concurrency`` handlers in flight and paused while a dependency
+is down; on stop, consuming is cancelled and the handlers in flight get the grace period to
+finish, after which the rest go back to the queue.
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ from herald_shared.messaging.failures import (
     DeadLetter,
     Decision,
     Defer,
+    HeldBackError,
     Retry,
     UnhandledEventError,
     decide,
 )
 from herald_shared.messaging.handlers import HandlerTable, event_of
-from herald_shared.messaging.headers import attempts_of, deferrals_of
+from herald_shared.messaging.headers import attempts_of
+from herald_shared.messaging.intake import HeldTooLongError, Intake, Ticket
 from herald_shared.messaging.publisher import UnroutableError
 from herald_shared.messaging.settlement import Settlement
 from herald_shared.messaging.topology import ConsumerQueues, consumer_queues, declare_consumer
@@ -94,10 +97,13 @@ class Consumer:
         self._db = db
         self._amqp = amqp
         self._settings = settings
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._intake = Intake(
+            settings.concurrency,
+            max_pause=settings.max_pause_seconds,
+            max_hold=settings.max_hold_seconds,
+        )
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = False
-        self._resume_at = 0.0
         self._settlement: Settlement | None = None
         # Strong references: aio-pika restores consumers through weak ones.
         self._connection: AbstractRobustConnection | None = None
@@ -150,6 +156,7 @@ class Consumer:
 
     async def _shutdown(self, queue: AbstractQueue, tag: str) -> None:
         self._stopping = True
+        self._intake.close()
         with contextlib.suppress(*BROKER_ERRORS):
             await queue.cancel(tag)
         if self._inflight:
@@ -161,13 +168,26 @@ class Consumer:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
+        arrived = asyncio.get_running_loop().time()
         try:
-            async with self._slots:
+            async with self._intake.admit(arrived) as ticket:
                 if self._stopping:
                     await message.nack(requeue=True)
                     return
-                await self._wait_if_paused()
-                await self._process(message)
+                try:
+                    await self._process(message, ticket)
+                except UnroutableError as exc:
+                    # A retry or dead-letter queue is missing (deleted by hand?): keep the
+                    # message in its queue, and give the operator time to redeclare before it
+                    # comes back.
+                    _log.error(
+                        "retry or dead-letter queue missing", consumer=self.name, error=repr(exc)
+                    )
+                    self._intake.deferred(ticket, self._settings.pause_seconds)
+                    with contextlib.suppress(*BROKER_ERRORS):
+                        await message.nack(requeue=True)
+        except HeldTooLongError:
+            await self._put_back(message)
         except asyncio.CancelledError:
             # Shutdown ran out of grace: hand the message back for another consumer.
             with contextlib.suppress(*BROKER_ERRORS):
@@ -177,26 +197,24 @@ class Consumer:
             # The channel broke while settling: the broker redelivers unacked messages.
             _log.warning("could not settle message", consumer=self.name, error=repr(exc))
         except UnroutableError as exc:
-            # A retry or dead-letter queue is missing (deleted by hand?): keep the message in
-            # its queue, and give the operator time to redeclare before it comes back.
-            _log.error("retry or dead-letter queue missing", consumer=self.name, error=repr(exc))
-            self._pause(self._settings.pause_seconds)
+            _log.error("retry queue missing", consumer=self.name, error=repr(exc))
             with contextlib.suppress(*BROKER_ERRORS):
                 await message.nack(requeue=True)
         finally:
             self._inflight.discard(task)
 
-    async def _wait_if_paused(self) -> None:
-        loop = asyncio.get_running_loop()
-        delay = self._resume_at - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async def _put_back(self, message: AbstractIncomingMessage) -> None:
+        """Re-publish a message that waited its longest hold at paused intake, unrun and without
+        spending an attempt (see ``intake``)."""
+        _log.info(
+            "held back while a dependency is down; putting it back",
+            consumer=self.name,
+            message_id=message.message_id,
+        )
+        error = HeldBackError(f"held back {self._settings.max_hold_seconds} s by paused intake")
+        await self._settle(message, Defer(0.0, attempts_of(message)), error)
 
-    def _pause(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._resume_at = max(self._resume_at, loop.time() + seconds)
-
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def _process(self, message: AbstractIncomingMessage, ticket: Ticket) -> None:
         attempt = attempts_of(message) + 1
         try:
             envelope = EventEnvelope.model_validate_json(message.body)
@@ -238,15 +256,12 @@ class Consumer:
                 error = exc
             finally:
                 HANDLER_SECONDS.labels(self.name, event.type).observe(time.perf_counter() - started)
-            decision = decide(
-                error,
-                attempt=attempt,
-                deferrals=deferrals_of(message),
-                settings=self._settings,
-            )
+            decision = decide(error, attempt=attempt, settings=self._settings)
             _log_decision(log, decision, error)
             if isinstance(decision, Defer):
-                self._pause(decision.pause_seconds)
+                self._intake.deferred(ticket, decision.pause_seconds)
+            else:
+                self._intake.done(ticket)
             await self._settle(message, decision, error)
             span.set_attribute("herald.outcome", decision.outcome)
             log.info(
@@ -285,9 +300,11 @@ class Consumer:
 def _log_decision(
     log: structlog.stdlib.BoundLogger, decision: Decision, error: BaseException | None
 ) -> None:
-    if isinstance(decision, Defer):
+    if isinstance(decision, Defer) and decision.overloaded:
+        log.warning("no pooled connection free; rescheduling", error=repr(error))
+    elif isinstance(decision, Defer):
         log.warning(
-            "dependency unavailable; rescheduling", error=str(error), pause=decision.pause_seconds
+            "dependency unavailable; rescheduling", error=repr(error), pause=decision.pause_seconds
         )
     elif isinstance(decision, Retry):
         log.warning("handler failed; retrying later", error=repr(error), attempt=decision.attempts)
