@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from datetime import datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -18,6 +18,7 @@ import pytest
 from herald_shared.messaging.headers import ATTEMPTS, REASON
 from tests.integration.events.conftest import effects, post_created, wait_for_effects
 from tests.support.broker import FAST_RETRY_DELAYS, Broker
+from tests.support.network import with_port
 from tests.support.processes import ServiceProcess
 from tests.support.proxies import TcpProxy
 from tests.support.services import Processes
@@ -28,13 +29,6 @@ CONCURRENCY = 4
 PAUSE = 0.2
 #: Probes whose spacing the outage test checks.
 PROBES = 3
-
-
-def _through(dsn: str, port: int) -> str:
-    parts = urlsplit(dsn)
-    netloc = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
 
 
 def _deferral_times(consumer: ServiceProcess) -> list[datetime]:
@@ -62,7 +56,7 @@ async def test_a_database_outage_pauses_intake_and_dead_letters_nothing(
             {
                 "HERALD_TEST_CONSUMER": consumer_name,
                 "HERALD_LOG_JSON": "true",
-                "HERALD_DB_DSN": _through(database_dsn, proxy.port),
+                "HERALD_DB_DSN": with_port(database_dsn, proxy.port),
                 "HERALD_DB_ACQUIRE_TIMEOUT_SECONDS": "0.5",
                 "HERALD_DB_CONNECT_TIMEOUT_SECONDS": "0.5",
                 "HERALD_CONSUMER_CONCURRENCY": str(CONCURRENCY),
