@@ -169,6 +169,14 @@ class Broker:
         finally:
             await channel.close()
 
+    async def delete_queue(self, queue: str) -> None:
+        """Delete ``queue`` (its consumers are cancelled by the broker)."""
+        channel = await self._connection.channel()
+        try:
+            await channel.queue_delete(queue)
+        finally:
+            await channel.close()
+
     async def waiting(self, queues: ConsumerQueues) -> int:
         """Messages waiting for a consumer: ready in its queue and its retry queues."""
         total = 0

@@ -10,6 +10,8 @@ Run as ``python -m tests.support.consumer_app``. Configured by environment:
   in the inbox transaction, every try);
 - ``HERALD_TEST_JOB_PERIOD``: when set, also run a periodic job with this period (seconds)
   that records each run in ``test_job_runs``;
+- ``HERALD_CONSUMER_HEALTH_PORT``: where ``/livez``, ``/readyz`` and ``/metrics`` listen (0: any
+  free port, logged);
 - the usual ``HERALD_DB_*``, ``HERALD_AMQP_*`` and ``HERALD_CONSUMER_*`` settings.
 
 Every try is recorded in ``test_attempts`` (outside the handler's transaction, so failed tries
@@ -31,6 +33,7 @@ from herald_shared.events import PostCreated
 from herald_shared.logs import configure_logging
 from herald_shared.messaging.consumer import Consumer
 from herald_shared.messaging.handlers import Event, HandlerTable, PermanentError, TransientError
+from herald_shared.messaging.options import health_address
 from herald_shared.messaging.service import serve
 from herald_shared.settings import AmqpSettings, ConsumerSettings, DatabaseSettings, LogSettings
 from herald_worker.jobs.periodic import PeriodicJob, run_periodic_jobs
@@ -131,7 +134,7 @@ async def main() -> None:
 
             job = PeriodicJob(f"test-job-{name}", timedelta(seconds=float(period)), record_run)
             background.append(lambda stop: run_periodic_jobs(db.primary, [job], stop, tick=0.05))
-        await serve(consumer, background)
+        await serve(consumer, background, health=health_address(consumer_settings, 0))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 touched (shared servers stay as they were).
 
 ``TcpProxy.cut()`` closes every open connection and refuses new ones (accepts and closes at
-once), like a network partition seen from the client; ``restore()`` lets connections through
-again. ``HoldingProxy`` holds back the server's answers, or delays each by a latency.
+once), like a network partition seen from the client; ``blackhole()`` keeps connections open and
+accepts new ones but drops every byte, like a dead switch (the client sees a hang);
+``restore()`` lets connections through again (closing those that lost bytes). ``HoldingProxy``
+holds back the server's answers, or delays each by a latency.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.open = True
+        self.dropping = False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -41,12 +44,27 @@ class TcpProxy:
             writer.transport.abort()
         self._writers.clear()
 
+    def blackhole(self) -> None:
+        self.dropping = True
+
     def restore(self) -> None:
+        if self.dropping:
+            # Their streams lost bytes: they cannot be trusted any more.
+            for writer in list(self._writers):
+                writer.transport.abort()
+            self._writers.clear()
         self.open = True
+        self.dropping = False
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.open:
             writer.transport.abort()
+            return
+        if self.dropping:
+            self._writers.add(writer)
+            with contextlib.suppress(ConnectionError, OSError):
+                while await reader.read(65536):
+                    pass
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -67,6 +85,8 @@ class TcpProxy:
     ) -> None:
         try:
             while data := await src.read(65536):
+                if self.dropping:
+                    continue
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):

@@ -13,7 +13,10 @@ types. Per message:
 
 Intake (``intake``) is bounded by ``concurrency`` handlers in flight and paused while a dependency
 is down; on stop, consuming is cancelled and the handlers in flight get the grace period to
-finish, after which the rest go back to the queue.
+finish, after which the rest go back to the queue. Every step of stopping has a deadline, so a
+process stops within its grace period plus a few seconds whatever the broker does (a robust
+channel would otherwise wait for a lost connection to come back); so do the metrics scrape and
+the readiness probe.
 """
 
 from __future__ import annotations
@@ -22,10 +25,17 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+import aio_pika
+import aiormq
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import Status, StatusCode
@@ -36,7 +46,7 @@ from herald_shared.db import Database
 from herald_shared.events import EventEnvelope
 from herald_shared.messaging import inbox
 from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
-from herald_shared.messaging.depth import queue_depth
+from herald_shared.messaging.depth import DepthProbe
 from herald_shared.messaging.dispatch import Dispatcher
 from herald_shared.messaging.failures import (
     PERMANENT_ERROR,
@@ -68,6 +78,11 @@ from herald_shared.settings import AmqpSettings, ConsumerSettings
 
 _log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer(__name__)
+
+#: The longest a metrics scrape waits for the broker's queue depths (it keeps the last ones).
+METRICS_DEADLINE_SECONDS = 2.0
+#: The longest closing the broker connection may take when stopping.
+CLOSE_SECONDS = 1.0
 
 
 class Consumer:
@@ -107,47 +122,60 @@ class Consumer:
         self._settlement: Settlement | None = None
         # Strong references: aio-pika restores consumers through weak ones.
         self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._depths: DepthProbe | None = None
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain in-flight handlers within the grace period."""
         self._connection = await connect(self._amqp, name=f"herald-{self.name}")
+        self._depths = DepthProbe(self._connection, timeout=METRICS_DEADLINE_SECONDS)
         try:
-            channel = await open_channel(self._connection)
+            channel = self._channel = await open_channel(self._connection)
             await channel.set_qos(prefetch_count=self._settings.prefetch)
             await declare_consumer(channel, self.queues, bindings=self._handlers.event_types)
             self._settlement = Settlement(
                 channel, self.queues, publish_timeout=self._amqp.publish_timeout_seconds
             )
             self._queue = await channel.get_queue(self.queues.main, ensure=True)
-            tag = await self._queue.consume(self._on_message)
+            self._tag = await self._queue.consume(self._on_message)
             _log.info("consuming", consumer=self.name, queue=self.queues.main)
             self.ready.set()
             await stop.wait()
-            await self._shutdown(self._queue, tag)
+            await self._shutdown(self._queue, self._tag)
         finally:
-            await self._connection.close()
+            await self._close()
 
     async def is_ready(self) -> bool:
-        """Consuming, with the connection up (a probe for ``/readyz``)."""
-        connection = self._connection
-        return (
-            self.ready.is_set()
-            and not self._stopping
-            and connection is not None
-            and not connection.is_closed
-        )
+        """Consuming: the channel open, and the broker's consumer for the queue registered on it
+        (a probe for ``/readyz``; no round trip). A channel restored without its consumer, or a
+        consumer the broker cancelled, is not ready."""
+        channel = self._channel
+        if not self.ready.is_set() or self._stopping or channel is None or channel.is_closed:
+            return False
+        try:
+            underlay = await channel.get_underlay_channel()
+        except aio_pika.exceptions.ChannelInvalidStateError:
+            return False
+        # aio-pika's own consumer restore reads the same table (aiormq's concrete channel).
+        consumers = cast(aiormq.Channel, underlay).consumers
+        return not underlay.is_closed and self._tag in consumers
 
     async def refresh_metrics(self) -> None:
-        """Update the queue-depth and pool gauges (called when metrics are scraped)."""
-        connection = self._connection
-        if connection is None or connection.is_closed:
-            return
-        with suppress_instrumentation():
-            for name in (self.queues.main, self.queues.dead_letter, *self.queues.retry_queues):
-                with contextlib.suppress(*BROKER_ERRORS):
-                    depth = await queue_depth(connection, name)
+        """Update the queue-depth and pool gauges (called when metrics are scraped). The depths
+        are read within ``METRICS_DEADLINE_SECONDS``; when the broker cannot answer in time the
+        gauges keep the last depths read."""
+        if self._depths is not None:
+            names = [self.queues.main, self.queues.dead_letter, *self.queues.retry_queues]
+            try:
+                with suppress_instrumentation():
+                    depths = await self._depths.depths(names)
+            except BROKER_ERRORS as exc:
+                _log.warning("queue depths not read", consumer=self.name, error=repr(exc))
+            else:
+                for name, depth in depths.items():
                     QUEUE_DEPTH.labels(name).set(depth.messages if depth else 0)
         if self._db is not None:
             for label, pool in (("primary", self._db.primary), ("replica", self._db.replica)):
@@ -155,14 +183,33 @@ class Consumer:
                 DB_POOL_IN_USE.labels(label).set(pool.get_size() - pool.get_idle_size())
 
     async def _shutdown(self, queue: AbstractQueue, tag: str) -> None:
+        """Stop deliveries and drain, all within the grace period: cancelling the consumer waits
+        for the broker's answer, which a robust channel whose connection is lost would wait for
+        until it comes back."""
         self._stopping = True
         self._intake.close()
-        with contextlib.suppress(*BROKER_ERRORS):
-            await queue.cancel(tag)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.shutdown_grace_seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                await queue.cancel(tag)
+        except BROKER_ERRORS as exc:  # TimeoutError included
+            _log.warning("could not cancel consuming", consumer=self.name, error=repr(exc))
         if self._inflight:
             _log.info("draining in-flight handlers", consumer=self.name, count=len(self._inflight))
-            await finish(self._inflight, grace=self._settings.shutdown_grace_seconds)
+            await finish(self._inflight, grace=max(deadline - loop.time(), 0.0))
         _log.info("consumer stopped", consumer=self.name)
+
+    async def _close(self) -> None:
+        if self._depths is not None:
+            await self._depths.close()
+        if self._connection is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self._connection.close()
+        except BROKER_ERRORS as exc:  # TimeoutError included
+            _log.warning("broker connection not closed", consumer=self.name, error=repr(exc))
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
