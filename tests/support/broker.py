@@ -37,8 +37,9 @@ def queue_names(
     delay_sets = [DEFAULT_RETRY_DELAYS, *retry_delays]
     for consumer in {*KNOWN_CONSUMERS, *consumers}:
         for delays in delay_sets:
-            queues = consumer_queues(namespace, consumer, retry_delays=delays)
-            names += [queues.main, queues.dead_letter, *queues.retry_queues]
+            for quorum in (True, False):
+                queues = consumer_queues(namespace, consumer, retry_delays=delays, quorum=quorum)
+                names += [queues.main, queues.dead_letter, *queues.retry_queues]
     return sorted(set(names))
 
 

@@ -6,8 +6,9 @@ Run as ``python -m tests.support.consumer_app``. Configured by environment:
 - ``HERALD_TEST_BEHAVIOUR``: ``ok``, ``slow:SECONDS``, ``fail-transient:N`` (the first N tries
   of each event raise a transient error), ``fail-permanent``, ``fail-until-fixed`` (a
   permanent error until a row for the consumer exists in ``test_fixed``), ``fail-oserror``
-  (the handler's own ``OSError``, every try) or ``slow-query:SECONDS`` (a query of that long
-  in the inbox transaction, every try);
+  (the handler's own ``OSError``, every try), ``slow-query:SECONDS`` (a query of that long
+  in the inbox transaction, every try) or ``crash-on:TITLE`` (the process dies, as an OOM kill
+  would, handling a post of that title; other events are handled);
 - ``HERALD_TEST_JOB_PERIOD``: when set, also run a periodic job with this period (seconds)
   that records each run in ``test_job_runs``;
 - ``HERALD_CONSUMER_HEALTH_PORT``: where ``/livez``, ``/readyz`` and ``/metrics`` listen (0: any
@@ -37,6 +38,9 @@ from herald_shared.messaging.options import health_address
 from herald_shared.messaging.service import serve
 from herald_shared.settings import AmqpSettings, ConsumerSettings, DatabaseSettings, LogSettings
 from herald_worker.jobs.periodic import PeriodicJob, run_periodic_jobs
+
+#: The exit status of a process that ``crash-on`` killed.
+CRASH_STATUS = 70
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS test_attempts (
@@ -75,6 +79,8 @@ async def record(
         raise TransientError(f"transient failure {tries}")
     elif kind == "fail-permanent" or (kind == "fail-until-fixed" and not fixed):
         raise PermanentError("this handler always fails")
+    elif kind == "crash-on" and event.payload.title == argument:
+        os._exit(CRASH_STATUS)
     elif kind == "fail-oserror":
         raise OSError(28, "No space left on device")
     elif kind == "slow-query":

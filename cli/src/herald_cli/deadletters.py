@@ -45,6 +45,18 @@ class DeadLetter:
     last_failure: str
 
 
+def _reason(headers: dict[str, Any]) -> str:
+    """Herald's reason; for what the broker dead-lettered itself (a delivery limit reached, a
+    message rejected), the broker's reason and the queue it left."""
+    if REASON in headers:
+        return str(headers[REASON])
+    deaths = headers.get("x-death")
+    death = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
+    why = death.get("reason") or headers.get("x-first-death-reason") or "unknown"
+    queue = death.get("queue") or headers.get("x-first-death-queue") or "?"
+    return f"{why} (dead-lettered by the broker from {queue})"
+
+
 def describe(message: AbstractIncomingMessage) -> DeadLetter:
     headers: dict[str, Any] = dict(message.headers or {})
     error_class = str(headers.get(ERROR_CLASS, ""))
@@ -53,7 +65,7 @@ def describe(message: AbstractIncomingMessage) -> DeadLetter:
     return DeadLetter(
         event_id=message.message_id or "?",
         event_type=message.type or "?",
-        reason=str(headers.get(REASON, "dead-lettered by the broker")),
+        reason=_reason(headers),
         error=f"{error_class}: {error}" if error_class else error,
         attempts=attempts_of(message),
         first_failure=str(headers.get(FIRST_FAILURE, "")),

@@ -27,7 +27,10 @@ Limit = Annotated[int, typer.Option(min=1, help="Look at no more than this many 
 def _queues(consumer: str) -> tuple[AmqpSettings, ConsumerQueues]:
     settings = AmqpSettings()
     delays = ConsumerSettings().retry_delays_seconds
-    return settings, consumer_queues(settings.namespace, consumer, retry_delays=delays)
+    queues = consumer_queues(
+        settings.namespace, consumer, retry_delays=delays, quorum=settings.quorum_queues
+    )
+    return settings, queues
 
 
 def _actor() -> str:

@@ -135,6 +135,15 @@ class ConsumerSettings(BaseSettings):
             "the message dead-letters after the last."
         ),
     )
+    delivery_limit: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description=(
+            "Quorum queues: deliveries of one message (handed back by a crash or a stop) before "
+            "the broker dead-letters it. Fixed when the queue is first declared."
+        ),
+    )
     pause_seconds: float = Field(
         default=5.0,
         gt=0,

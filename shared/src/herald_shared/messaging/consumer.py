@@ -106,6 +106,7 @@ class Consumer:
             name,
             retry_delays=settings.retry_delays_seconds,
             quorum=amqp.quorum_queues,
+            delivery_limit=settings.delivery_limit,
         )
         self._handlers = handlers
         self._dispatcher = Dispatcher(name, db=db, settings=settings, after_commit=after_commit)
