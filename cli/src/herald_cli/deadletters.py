@@ -86,7 +86,7 @@ async def dead_letter_channel(settings: AmqpSettings) -> AsyncIterator[AbstractC
         settings.url.get_secret_value(), timeout=settings.connect_timeout_seconds
     )
     try:
-        yield await open_channel(connection)  # type: ignore[arg-type]
+        yield await open_channel(connection)
     finally:
         await connection.close()
 

@@ -109,6 +109,14 @@ class RelaySettings(BaseSettings):
     sweep_interval_seconds: float = Field(
         default=0.5, gt=0, description="How often to look for rows no wake-up announced."
     )
+    reconnect_initial_seconds: float = Field(
+        default=0.5, gt=0, description="First wait before connecting to the broker again."
+    )
+    reconnect_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait between connection attempts (doubling, jittered, up to this).",
+    )
     breaker_failures: int = Field(default=3, ge=1)
     breaker_reset_seconds: float = Field(default=5.0, gt=0)
 

@@ -52,8 +52,8 @@ async def _deferred_first(gate: Intake) -> float:
     first = Waiter(gate)
     ticket = await first.admitted()
     assert not ticket.probe
+    paused_at = now()  # before: the pause runs from inside ``deferred``
     gate.deferred(ticket, PAUSE)
-    paused_at = now()
     first.finish.set()
     await first.task
     return paused_at
@@ -100,8 +100,8 @@ async def test_a_deferred_probe_doubles_the_pause_up_to_the_cap() -> None:
         probe = Waiter(gate)
         ticket = await probe.admitted()
         assert ticket.probe
-        gate.deferred(ticket, PAUSE)
         deferred_at = now()
+        gate.deferred(ticket, PAUSE)
         probe.finish.set()
         await probe.task
         follower = Waiter(gate)
