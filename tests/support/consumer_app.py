@@ -37,7 +37,7 @@ from herald_shared.messaging.handlers import Event, HandlerTable, PermanentError
 from herald_shared.messaging.options import health_address
 from herald_shared.messaging.service import serve
 from herald_shared.settings import AmqpSettings, ConsumerSettings, DatabaseSettings, LogSettings
-from herald_worker.jobs.periodic import PeriodicJob, run_periodic_jobs
+from herald_worker.jobs.periodic import JobRun, PeriodicJob, run_periodic_jobs
 
 #: The exit status of a process that ``crash-on`` killed.
 CRASH_STATUS = 70
@@ -132,10 +132,13 @@ async def main() -> None:
         period = os.environ.get("HERALD_TEST_JOB_PERIOD")
         if period:
 
-            async def record_run(conn: Connection) -> str:
-                await conn.execute(
-                    "INSERT INTO test_job_runs (consumer, pid) VALUES ($1, $2)", name, os.getpid()
-                )
+            async def record_run(run: JobRun) -> str:
+                async with run.transaction() as conn:
+                    await conn.execute(
+                        "INSERT INTO test_job_runs (consumer, pid) VALUES ($1, $2)",
+                        name,
+                        os.getpid(),
+                    )
                 return "recorded"
 
             job = PeriodicJob(f"test-job-{name}", timedelta(seconds=float(period)), record_run)
