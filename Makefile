@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: help run test setup services migrate venv lint typecheck test-unit test-integration \
-	test-e2e bench lock up down clean env-example tools
+	test-e2e test-chaos bench lock up down clean env-example tools
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,10 +25,12 @@ tools: ## tools the tests and benchmarks use beyond Python (promtool, wrk)
 
 setup: venv services migrate
 
-$(VENV)/.herald-installed: requirements.lock $(MEMBERS) deploy/local/bootstrap-venv.sh
+LOCKS := requirements-runtime.lock requirements-build.lock requirements-dev.lock
+
+$(VENV)/.herald-installed: $(LOCKS) $(MEMBERS) deploy/local/bootstrap-venv.sh
 	@deploy/local/bootstrap-venv.sh
 
-venv: $(VENV)/.herald-installed ## create .venv from the hash-checked lock
+venv: $(VENV)/.herald-installed ## create .venv from the hash-checked locks (runtime + dev)
 
 services: ## make sure PostgreSQL, Redis and RabbitMQ are running (install them if missing)
 	@deploy/local/ensure-services.sh
@@ -42,7 +44,8 @@ lint: venv ## ruff, formatting and the import contracts between packages
 	$(BIN)/lint-imports
 
 typecheck: venv ## mypy --strict over every package
-	$(BIN)/mypy shared/src services/api/src services/worker/src services/cache-invalidator/src cli/src scripts tests bench
+	$(BIN)/mypy shared/src services/api/src services/worker/src services/cache-invalidator/src cli/src scripts tests bench \
+		deploy/healthcheck.py deploy/local/consumer_concurrency.py
 
 test-unit: venv ## only the unit tests (no servers needed)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -53,12 +56,19 @@ test-integration: setup ## only the integration tests
 test-e2e: setup ## only the end-to-end tests (real service processes)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-bench: setup tools ## benchmarks vs bare baselines and Celery (~20 min; BENCH_ARGS=--help)
+test-chaos: setup tools ## the chaos scenarios as a longer soak (~15 min; the CI-sized run is in test)
+	HERALD_CHAOS_SOAK=1 $(BIN)/pytest tests/chaos $(PYTEST_ARGS)
+
+bench: setup tools ## benchmarks vs baselines and peer stacks (~25-30 min; BENCH_ARGS=--help)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-lock: venv ## re-pin requirements.in into requirements.lock (with hashes)
-	$(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header --quiet \
-		requirements.in -o requirements.lock
+# The dev lock is compiled against the other two, so every package they share has one pin.
+COMPILE = $(BIN)/uv pip compile --python-version 3.11 --generate-hashes --no-header --quiet
+lock: venv ## re-pin requirements-{runtime,build,dev}.in into their .lock files (with hashes)
+	$(COMPILE) requirements-runtime.in -o requirements-runtime.lock
+	$(COMPILE) requirements-build.in -o requirements-build.lock
+	$(COMPILE) requirements-dev.in -c requirements-runtime.lock -c requirements-build.lock \
+		-o requirements-dev.lock
 
 up: ## the whole system in Docker (needs a Docker engine)
 	docker compose up --build

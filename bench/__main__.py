@@ -1,10 +1,13 @@
 """``python -m bench`` (``make bench``): run every phase, then report.
 
 1. Create the run's own database (migrated, 1M posts seeded), Redis prefix and broker namespace.
-2. HTTP: baselines and Herald scenarios with wrk, interleaved, ``--reps`` times.
-3. Pipeline: open-loop writers at fixed rates; commit → published / handled / invalidated.
+2. HTTP: baselines, the peer stacks (P1 read, P2 write) and Herald scenarios with wrk,
+   interleaved, ``--reps`` times.
+3. Pipeline: Herald's API, worker and cache-invalidator under open-loop writers; commit →
+   published / handled / invalidated at fixed rates, then the highest sustained rate, searched.
 4. Relay: the highest event rate through the outbox relay; pipelined vs one-at-a-time confirms.
-5. Workers: our consumer runtime against Celery (solo, prefork 2); one and two processes.
+5. Workers: Herald's consumer runtime (inbox, idempotent) against Celery (solo, prefork 2),
+   Dramatiq and FastStream on the same trivial task.
 6. Stop every process group (and check none is left), drop the database, delete the keys and
    the namespace; write the table, ``bench/results/latest.json``, docs and plots.
 """
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -23,15 +27,15 @@ import structlog
 
 from bench.config import BenchConfig, parse_args
 from bench.data import prepare
-from bench.env import BenchEnv
+from bench.env import BenchEnv, private_vhost
 from bench.http_load import run_http
 from bench.pipeline import run_pipeline
 from bench.procs import Groups
 from bench.relay import publish_modes, relay_rate
 from bench.report import machine_info, write_outputs
+from bench.seams import AmqpSettings
 from bench.workers import run_workers
 from bench.wrk import require_wrk
-from herald_shared.settings import AmqpSettings
 
 
 def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
@@ -48,14 +52,18 @@ def run(config: BenchConfig) -> dict[str, Any]:
     started = time.monotonic()
     results: dict[str, Any] = {"machine": machine_info(), "config": config_summary(config)}
     print(f"work folder {env.work}; database {env.database}; namespace {env.namespace}")
+    stack = contextlib.ExitStack()
     try:
+        # The peers' brokers (P2's Celery, the peer consumers) declare names of their own: they
+        # get a virtual host of the run's own, deleted with everything in it at the end.
+        peer_url = stack.enter_context(private_vhost(env.amqp_url, env.namespace))
         asyncio.run(env.create_database())
         data = asyncio.run(prepare(env, posts=config.posts, pool_size=config.pool_size))
         print(f"seeded {data.posts:,} posts in {data.seed_seconds:.1f} s")
         results["seed_seconds"] = data.seed_seconds
         process_env = env.process_env()
         if config.wants("http"):
-            runs, list_cache = run_http(config, groups, data, process_env, env.work)
+            runs, list_cache = run_http(config, groups, data, process_env, env.work, peer_url)
             results["http_runs"] = [r.as_dict() for r in runs]
             results["list_cache_implemented"] = list_cache
         if config.wants("pipeline"):
@@ -73,10 +81,11 @@ def run(config: BenchConfig) -> dict[str, Any]:
             messages = config.count(config.publish_messages)
             results["publish"] = publish_modes(amqp, messages, config.reps)
         if config.wants("workers"):
-            print("workers: Herald's consumer runtime against Celery")
-            results["workers"] = run_workers(config, groups, env, process_env)
+            print("workers: Herald's consumer runtime against Celery, Dramatiq and FastStream")
+            results["workers"] = run_workers(config, groups, env, process_env, peer_url)
     finally:
         leftovers = groups.stop_all()
+        stack.close()
         problems = asyncio.run(env.cleanup())
         results["leftover_processes"] = leftovers
         results["leftover_resources"] = problems
@@ -97,6 +106,12 @@ def config_summary(config: BenchConfig) -> dict[str, Any]:
         "wrk_connections": config.wrk.connections,
         "warmup_seconds": config.seconds(config.warmup_seconds),
         "measure_seconds": config.seconds(config.measure_seconds),
+        "pipeline_seconds": config.seconds(config.pipeline_seconds),
+        "pipeline_rates": list(config.pipeline_rates),
+        "search_low": config.search_low,
+        "search_high": config.search_high,
+        "search_resolution": config.search_resolution,
+        "worker_messages": config.count(config.worker_messages),
     }
 
 

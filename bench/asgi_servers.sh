@@ -151,7 +151,7 @@ cat >"$WORK/asgi_probe.py" <<'PY'
 import asyncio
 import os
 
-from herald_api.main import create_server_app
+from herald_api.app import create_server_app
 
 
 def create():
@@ -182,7 +182,7 @@ PY
 
 SERVER_PID=
 start_server() { # server procs loglevel logfile [factory]
-    local server=$1 procs=$2 level=$3 log=$4 factory=${5:-herald_api.main:create_server_app} pg
+    local server=$1 procs=$2 level=$3 log=$4 factory=${5:-herald_api.app:create_server_app} pg
     local -a cmd
     case $server in
         uvicorn) cmd=("$VENV/bin/uvicorn" --factory "$factory" --host "$HOST" --port "$PORT"

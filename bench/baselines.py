@@ -5,6 +5,9 @@
 - B3 ``GET /b3/{id}``: one asyncpg primary-key fetch of the post's columns, as JSON;
 - B4 ``POST /b4``: one INSERT of a post (autocommit).
 
+Its pools are Herald's: PostgreSQL 2..10 connections released without a reset query (asyncpg's
+default pool runs ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on every
+release, one more round trip per request, which Herald's pool does not make), Redis 64.
 Served exactly as Herald is (``python -m bench.baselines`` runs uvicorn with the options of
 ``herald_api.main.main``: uvloop, httptools, the same process count). Each request is counted in
 a Prometheus multi-process counter, as Herald counts its own, so the harness can see how the
@@ -28,7 +31,7 @@ from fastapi.responses import Response
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from herald_api.repositories import POST_COLUMNS
+from bench.seams import POST_COLUMNS
 
 # Not registered: ``python -m bench.baselines`` imports this module twice (as __main__ and as the
 # factory's module); the multi-process file is written all the same.
@@ -50,8 +53,16 @@ class CountRequests:
         await self.app(scope, receive, send)
 
 
+class ResetFreeConnection(asyncpg.Connection):
+    """A pooled connection released without a reset query, as Herald's are: the baselines keep
+    no session state either."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 def create_app() -> FastAPI:
-    """The baselines app; its pools are sized like Herald's defaults (PostgreSQL 2..10)."""
+    """The baselines app; its pools are Herald's (see the module's docstring)."""
     dsn = os.environ["HERALD_DB_DSN"]
     prefix = os.environ.get("HERALD_REDIS_KEY_PREFIX", "")
     author = uuid.UUID(os.environ["BENCH_AUTHOR_ID"])
@@ -59,7 +70,9 @@ def create_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=2, max_size=10, connection_class=ResetFreeConnection
+        )
         client = redis.Redis.from_url(
             os.environ.get("HERALD_REDIS_URL", "redis://127.0.0.1:6379/0"), max_connections=64
         )

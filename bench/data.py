@@ -17,12 +17,17 @@ import asyncpg
 import redis.asyncio as redis
 
 from bench.env import CURSOR_SECRET, HIGH_LIMIT, BenchEnv
-from herald_api.cursors import CursorCodec, Position, filter_fingerprint
-from herald_api.post_reads import post_json
-from herald_api.preconditions import etag_for
-from herald_api.repositories import POST_COLUMNS, is_enriched
-from herald_shared import accounts
-from herald_shared.apikeys import Role
+from bench.seams import (
+    POST_COLUMNS,
+    CursorCodec,
+    Position,
+    Role,
+    accounts,
+    etag_for,
+    filter_fingerprint,
+    is_enriched,
+    post_json,
+)
 
 _SEED = """
 INSERT INTO posts (id, author_id, title, body, tags, status, version, created_at, updated_at,
@@ -37,6 +42,11 @@ FROM generate_series(1, $2) AS i,
 """
 
 
+#: Authors the pipeline's posts come from. With one author every worker transaction updates the
+#: same ``account_stats`` row, and they queue on its lock: a load no real service sees.
+WRITER_ACCOUNTS = 32
+
+
 @dataclass(frozen=True, slots=True)
 class BenchData:
     """What the scenarios need to address the seeded data."""
@@ -44,6 +54,8 @@ class BenchData:
     author_id: uuid.UUID
     reader_token: str
     limited_token: str
+    #: Keys of ``WRITER_ACCOUNTS`` accounts the pipeline's writers spread their posts over.
+    writer_tokens: list[str]
     #: Post ids the GET scenarios spread over, with their current ETags.
     pool: list[tuple[uuid.UUID, str]]
     posts: int
@@ -93,6 +105,9 @@ async def prepare(env: BenchEnv, *, posts: int, pool_size: int) -> BenchData:
         author = await accounts.ensure_account(conn, "bench-author")
         reader = await _key(conn, "bench-reader", unlimited=True)
         limited = await _key(conn, "bench-limited", unlimited=False)
+        writers = [
+            await _key(conn, f"bench-writer-{i}", unlimited=True) for i in range(WRITER_ACCOUNTS)
+        ]
         seconds = await seed_posts(conn, author, posts)
         rows = await conn.fetch(
             f"SELECT {POST_COLUMNS} FROM posts WHERE status = 'published' "  # noqa: S608
@@ -124,6 +139,7 @@ async def prepare(env: BenchEnv, *, posts: int, pool_size: int) -> BenchData:
         author_id=author,
         reader_token=reader,
         limited_token=limited,
+        writer_tokens=writers,
         pool=[(row["id"], etag_for(row["version"], is_enriched(row))) for row in rows],
         posts=posts,
         seed_seconds=seconds,

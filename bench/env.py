@@ -24,8 +24,7 @@ import aiormq
 import asyncpg
 import redis.asyncio as redis
 
-from herald_shared.migrate import upgrade
-from herald_shared.settings import DatabaseSettings
+from bench.seams import DatabaseSettings, upgrade
 
 _LOOPBACK = re.compile(r"@(127\.[0-9.]+|localhost|\[::1\])(:|/|$)|^redis://(127\.|localhost)")
 CURSOR_SECRET = "bench-cursor-secret-not-for-production"  # noqa: S105

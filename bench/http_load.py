@@ -1,14 +1,17 @@
 """The HTTP phase: server configurations, their scenarios, and the interleaved measurement loop.
 
-Each repetition starts every server configuration in turn (baselines, Herald, Herald without
-cache, one process, tracing 10 % and 100 %), so any two cases compared ran A B A B A B. Per
-scenario: a probe request checks the expected status, a warm-up run is discarded, then the
-measured run; a run where one server process answered less than ``min_process_share`` of the
-requests is discarded and tried again (at most twice).
+Each repetition starts every server configuration in turn (baselines, the peer stacks, Herald,
+Herald without cache, one process, tracing 10 % and 100 %), so any two cases compared ran
+A B A B A B. Per scenario: a probe request checks the expected status, a warm-up run is
+discarded, then the measured run; a run where one server process answered less than
+``min_process_share`` of the requests is discarded and tried again (at most twice). wrk's own
+CPU is recorded with every run (it shares the machine's cores with the server), and so is the
+open-loop writer's where a scenario writes while it reads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import time
@@ -18,8 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.background_writes import BackgroundWriter, NoWrites
 from bench.config import BenchConfig
 from bench.data import BenchData
+from bench.env import purge_queues
 from bench.procs import Groups, machine_busy, stolen_ticks, wait_quiet
 from bench.servers import Server, http_get, http_request, start_server
 from bench.wrk import WrkResult, run_wrk, script_for
@@ -33,6 +38,7 @@ POST_BODY = json.dumps(
     }
 )
 LIST_PATH = "/v1/posts?status=published&limit=20"
+P1_LIST_PATH = "/p1/posts?status=published&limit=20"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +58,8 @@ class Scenario:
     #: (path, token) of a GET that must answer ``expect`` before measuring; None: no probe.
     probe: Callable[[Context], tuple[str, str | None, str | None]] | None
     expect: int = 200
+    #: Posts written per second (open loop, by the harness) while wrk reads; 0: none.
+    writes_per_second: float = 0.0
 
 
 def _get(prefix: str, auth: str, etag: bool = False) -> Callable[[Context], list[str]]:
@@ -102,6 +110,17 @@ SCENARIOS: dict[str, Scenario] = {
                  lambda c: [str(c.pool_file), c.data.reader_token, c.nonce, POST_BODY, "10"], None),
         Scenario("rate_limited", "GET over the rate limit -> 429", "get",
                  _get("/v1/posts/", "limited"), _probe_get("/v1/posts/", "limited"), expect=429),
+        Scenario("list_under_writes", "list, first page, while 10 posts/s are written", "path",
+                 lambda c: [LIST_PATH, c.data.reader_token],
+                 lambda c: (LIST_PATH, c.data.reader_token, None), writes_per_second=10.0),
+        Scenario("p1_get_cached", "P1 GET post, cached (FastAPI, SQLAlchemy, slowapi, "
+                 "fastapi-cache2)", "get", _get("/p1/posts/", "reader"),
+                 _probe_get("/p1/posts/", "reader")),
+        Scenario("p1_list_first", "P1 list, first page, cached", "path",
+                 lambda c: [P1_LIST_PATH, c.data.reader_token],
+                 lambda c: (P1_LIST_PATH, c.data.reader_token, None)),
+        Scenario("p2_post", "P2 POST post (SQLAlchemy insert, then Celery send_task)", "post",
+                 lambda c: ["/p2/posts", c.data.reader_token, c.nonce, POST_BODY], None),
     )
 }  # fmt: skip
 
@@ -115,19 +134,32 @@ class ServerConfig:
     scenarios: tuple[str, ...]
 
 
-def server_configs(processes: int) -> list[ServerConfig]:
-    """The configurations of one repetition, in the order they run."""
+def server_configs(processes: int, peer_env: dict[str, str]) -> list[ServerConfig]:
+    """The configurations of one repetition, in the order they run. ``peer_env`` tells P2
+    where its Celery broker is."""
     # A tiny global read budget prices the 429; the benchmark's reader has its own large one.
     herald = {"HERALD_RATE_LIMIT_READ_PER_WINDOW": "1"}
     trace = {**herald, "HERALD_TRACE_ENABLED": "true"}
     return [
         ServerConfig("baselines", "baseline", processes, {}, ("b1", "b2", "b3", "b4")),
         ServerConfig(
+            "peers", "peer", processes, peer_env, ("p1_get_cached", "p1_list_first", "p2_post")
+        ),
+        ServerConfig(
             "herald",
             "herald",
             processes,
             herald,
-            ("get_cached", "get_304", "list_first", "list_deep", "post", "mix", "rate_limited"),
+            (
+                "get_cached",
+                "get_304",
+                "list_first",
+                "list_deep",
+                "list_under_writes",
+                "post",
+                "mix",
+                "rate_limited",
+            ),
         ),
         ServerConfig(
             "herald-nocache",
@@ -171,6 +203,12 @@ class HttpRun:
     #: Share of CPU time the hypervisor gave to other machines during the run.
     stolen: float
     cache: dict[str, float] = field(default_factory=dict)
+    #: CPU of the load generators during the measured run, in cores: wrk, and the open-loop
+    #: writer of a scenario that writes while it reads (0 otherwise).
+    wrk_cores: float = 0.0
+    writer_cores: float = 0.0
+    #: Posts the writer created during the measured run.
+    writes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -195,13 +233,13 @@ def _probe(server: Server, scenario: Scenario, ctx: Context) -> None:
         )
 
 
-def _prewarm(server: Server, ctx: Context) -> None:
+def _prewarm(server: Server, ctx: Context, prefix: str) -> None:
     """Read every pooled post once, so the cached scenarios measure hits, not fills."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     headers = {"Authorization": f"Bearer {ctx.data.reader_token}"}
     try:
         for post_id, _ in ctx.data.pool:
-            conn.request("GET", f"/v1/posts/{post_id}", headers=headers)
+            conn.request("GET", f"{prefix}{post_id}", headers=headers)
             conn.getresponse().read()
     finally:
         conn.close()
@@ -213,16 +251,19 @@ def _measure(
     url = f"http://127.0.0.1:{server.port}"
     script = script_for(scenario.script, ctx.pool_file.parent)
     args = scenario.args(ctx)
-    run_wrk(url, script, args, seconds=config.seconds(config.warmup_seconds), settings=config.wrk)
+    warmup = config.seconds(config.warmup_seconds)
+    with _writes(server, scenario, ctx, warmup, f"{cell}-{rep}-warm"):
+        run_wrk(url, script, args, seconds=warmup, settings=config.wrk)
     runs: list[HttpRun] = []
+    measure = config.seconds(config.measure_seconds)
     for attempt in range(3):
-        busy_before = wait_quiet(config.quiet_share, config.seconds(config.quiet_wait_seconds))
+        busy_before = wait_quiet(config.quiet_share, config.quiet_wait_seconds * config.scale)
+        writer = _writes(server, scenario, ctx, measure, f"{cell}-{rep}-{attempt}")
         counts0, cache0 = server.requests_per_process(), server.cache_lookups()
         pids = server.group.members()
         cpu0, (b0, t0), s0 = server.group.cpu_seconds(), machine_busy(), stolen_ticks()
-        result = run_wrk(
-            url, script, args, seconds=config.seconds(config.measure_seconds), settings=config.wrk
-        )
+        with writer:
+            result = run_wrk(url, script, args, seconds=measure, settings=config.wrk)
         cpu1, (b1, t1), s1 = server.group.cpu_seconds(), machine_busy(), stolen_ticks()
         counts1, cache1 = server.requests_per_process(), server.cache_lookups()
         # Only processes that ever answered (the supervisor may own an empty counter file).
@@ -243,12 +284,26 @@ def _measure(
             busy_during=round((b1 - b0) / max(t1 - t0, 1), 3),
             stolen=round((s1 - s0) / max(t1 - t0, 1), 3),
             cache={k: cache1.get(k, 0) - cache0.get(k, 0) for k in cache1},
+            wrk_cores=round(result.wrk_cpu_seconds / max(result.seconds, 1e-9), 3),
         )
+        if writer.active:
+            run.writer_cores = round(writer.cpu_seconds / max(result.seconds, 1e-9), 3)
+            run.writes = len(writer.result.created_ids) if writer.result else 0
         runs.append(run)
         _print_run(run, len(pids))
         if ok:
             break
     return runs
+
+
+def _writes(
+    server: Server, scenario: Scenario, ctx: Context, seconds: float, nonce: str
+) -> BackgroundWriter | NoWrites:
+    """The writer a scenario runs alongside wrk (for ``seconds``), or none."""
+    if not scenario.writes_per_second:
+        return NoWrites()
+    token = ctx.data.reader_token
+    return BackgroundWriter(server.port, token, scenario.writes_per_second, seconds, nonce)
 
 
 def _print_run(run: HttpRun, members: int) -> None:
@@ -258,7 +313,8 @@ def _print_run(run: HttpRun, members: int) -> None:
     print(
         f"  rep {run.rep + 1} {run.cell:<32} {r.rps:9,.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
         f"p99 {r.p99_ms:6.2f} ms  errors {errors:<6} shares {run.process_shares}  "
-        f"cpu {run.server_cpu_us_per_request:5.0f} us/req  busy before {run.busy_before:.0%}"
+        f"cpu {run.server_cpu_us_per_request:5.0f} us/req  wrk {run.wrk_cores:.2f} cores  "
+        f"busy before {run.busy_before:.0%}"
         f"  stolen {run.stolen:.1%}"
         f"{flag}",
         flush=True,
@@ -273,17 +329,25 @@ def list_page_cached(server: Server, token: str) -> bool:
 
 
 def run_http(
-    config: BenchConfig, groups: Groups, data: BenchData, env: dict[str, str], work: Path
+    config: BenchConfig,
+    groups: Groups,
+    data: BenchData,
+    env: dict[str, str],
+    work: Path,
+    peer_broker: str,
 ) -> tuple[list[HttpRun], bool]:
     """Every selected HTTP scenario, ``config.reps`` times, configurations interleaved.
+    ``peer_broker`` is the AMQP URL of the virtual host P2's Celery publishes into.
 
     Also returns whether the API caches first list pages (asked right after measuring them).
     """
     ctx = Context(data, data.write_pool(work / "pool.txt"), uuid.uuid4().hex[:10])
     env = {**env, "BENCH_AUTHOR_ID": str(data.author_id)}
+    p2_queue = f"{env['HERALD_AMQP_NAMESPACE']}.p2"
+    peer_env = {"BENCH_P2_QUEUE": p2_queue, "BENCH_P2_BROKER": peer_broker}
     configs = [
         (c, [s for s in c.scenarios if config.wants("http", s, cell=f"{c.label}/{s}")])
-        for c in server_configs(config.api_processes)
+        for c in server_configs(config.api_processes, peer_env)
     ]
     runs: list[HttpRun] = []
     list_cache = False
@@ -303,7 +367,9 @@ def run_http(
             print(f"rep {rep + 1}: {server_config.label} up in {time.monotonic() - started:.1f} s")
             try:
                 if server_config.kind == "herald":
-                    _prewarm(server, ctx)
+                    _prewarm(server, ctx, "/v1/posts/")
+                elif server_config.kind == "peer":
+                    _prewarm(server, ctx, "/p1/posts/")
                 for name in scenarios:
                     scenario = SCENARIOS[name]
                     _probe(server, scenario, ctx)
@@ -313,4 +379,7 @@ def run_http(
                         list_cache = list_cache or list_page_cached(server, data.reader_token)
             finally:
                 groups.stop(server.group)
+                if server_config.kind == "peer":
+                    # Nobody consumes P2's tasks: drop them before they weigh on the broker.
+                    asyncio.run(purge_queues(peer_broker, [p2_queue]))
     return runs, list_cache

@@ -25,6 +25,7 @@ from typing import Any
 
 from bench.data import BenchData, prepare
 from bench.env import BenchEnv
+from bench.seams import create_api_app
 
 CASES = (
     "herald/get_cached",
@@ -107,9 +108,7 @@ def _app(case: str, trace: float | None) -> Any:
         from bench.baselines import create_app
 
         return create_app()
-    from herald_api.main import create_server_app
-
-    return create_server_app()
+    return create_api_app()
 
 
 async def measure(

@@ -1,30 +1,38 @@
-"""The event pipeline under open-loop writers: commit → published → handled → invalidated.
+"""The event pipeline under open-loop writers: commit → published → handled → invalidated, with
+Herald's real services: ``herald-api`` (2 processes, with its outbox relay), ``herald-worker``
+and ``herald-cache-invalidator``, each in its own process group, logging at WARNING.
 
-Herald's API (with its outbox relay), the real ``herald-cache-invalidator`` and a recording
-consumer on the shared runtime (``bench.consumer_app``) run as separate process groups; writers
-POST at fixed rates. Per created post, from the event's ``occurred_at`` (stamped in the write
-transaction, just before its commit):
+Per created post, from the event's ``occurred_at`` (stamped in the API's write transaction,
+just before its commit; so every figure below includes the commit itself):
 
-- published: ``outbox.published_at`` — ``now()`` of the relay's transaction, which is when it
-  claimed the row, just before publishing it (so this is commit → claimed);
-- handled: ``bench_handled.handled_at`` (``clock_timestamp()`` in the consumer's inbox
-  transaction);
-- invalidated: the ``lag_ms`` the cache-invalidator logs for the event.
+- published: ``outbox.published_at`` — ``now()`` of the relay's claim transaction, just before
+  it publishes the row (commit → claimed);
+- handled: the time the worker's transaction that enriched the post commits, stamped by a
+  deferred trigger the harness installs (``bench.handled_marker``): after every statement of
+  that transaction, just before its commit record is flushed;
+- enriched claimed: the relay's claim of the ``post.enriched`` event the worker emitted, which
+  comes after the worker's commit (an upper bound of "handled", including the relay's wake-up);
+- invalidated: the cache-invalidator's own histogram ``herald_cache_invalidation_lag_seconds``,
+  observed after its Redis invalidation returned, from the event's ``occurred_at``; read from
+  its Prometheus multi-process file, so it costs the invalidator nothing extra. It counts every
+  invalidation — ``post.created`` from the API's commit and ``post.enriched`` from the worker's —
+  so a rate's figures are bucket bounds over 2 invalidations per post.
 
-Lost = created posts whose event never got there; duplicated = events seen there twice.
+Each rate is one run: warm, write for ``pipeline_seconds`` (abandoning requests the API cannot
+take in time), wait for every event to be handled and invalidated, then wait until the outbox
+and the queues are empty before the next rate. The fixed rates come first (the latency targets),
+then the highest sustained rate is searched by bisection between ``search_low`` and
+``search_high``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import resource
-import statistics
+import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import aiormq
@@ -32,160 +40,63 @@ import asyncpg
 import uvloop
 
 from bench.config import BenchConfig
-from bench.consumer_app import HANDLED_TABLE
 from bench.data import BenchData
 from bench.env import BenchEnv, broker_names, purge_queues
-from bench.openloop import WriterResult, write_open_loop
-from bench.procs import BIN, CLOCK_TICKS, Group, Groups, cpu_seconds, machine_busy, pids_named
-from bench.servers import Server, start_server
-from bench.stats import Latencies, percentile
+from bench.handled_marker import HANDLED_COUNT, INSTALL, STAGE_TIMES
+from bench.openloop import write_open_loop
+from bench.pipeline_results import (
+    INVALIDATIONS_PER_POST,
+    BucketStage,
+    RateResult,
+    lag_buckets,
+    minus,
+    next_probe,
+    stages_of,
+)
+from bench.procs import BIN, CpuMeter, Group, Groups, shared_server_pids
+from bench.servers import start_server
 
-CONSUMER = "bench-handled"
-QUANTILES = [*range(1, 100), 99.5, 99.9, 100]
-_LATENCIES = """
-SELECT o.id, o.event_id::text AS event_id,
-       (extract(epoch FROM o.published_at - occurred) * 1000)::float8 AS published_ms,
-       (SELECT array_agg((extract(epoch FROM h.handled_at - occurred) * 1000)::float8)
-          FROM bench_handled h WHERE h.event_id = o.event_id) AS handled_ms
-FROM outbox o, LATERAL (SELECT (o.payload->>'occurred_at')::timestamptz AS occurred) AS t
+_TIMES = """
+SELECT o.aggregate_id::text AS post_id,
+       extract(epoch FROM (o.payload->>'occurred_at')::timestamptz)::float8 AS occurred,
+       extract(epoch FROM o.published_at)::float8 AS published
+FROM outbox o
 WHERE o.event_type = 'post.created' AND o.aggregate_id = ANY($1::uuid[])
 ORDER BY o.id
 """
 
 
 @dataclass(slots=True)
-class Stage:
-    """One stage's latencies (ms from commit), losses and duplicates for one rate."""
+class Pipeline:
+    """The running services and where their observations are."""
 
-    latencies: Latencies
-    lost: int
-    duplicated: int
-    #: The latency at each of ``QUANTILES`` (for the distribution plots).
-    quantiles: list[float]
-
-    @classmethod
-    def of(cls, values: list[float], lost: int, duplicated: int) -> Stage:
-        ordered = sorted(values)
-        return cls(
-            Latencies.of(ordered), lost, duplicated, [percentile(ordered, q) for q in QUANTILES]
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **self.latencies.as_dict(),
-            "lost": self.lost,
-            "duplicated": self.duplicated,
-            "quantiles": [round(q, 3) for q in self.quantiles],
-        }
+    port: int
+    tokens: list[str]
+    groups: list[Group]
+    invalidator_metrics: Path
+    dsn: str
+    amqp_url: str
+    queues: list[str]
 
 
-@dataclass(slots=True)
-class RateResult:
-    rate: int
-    writer: WriterResult
-    drained_seconds: float
-    stages: dict[str, Stage] = field(default_factory=dict)
-    #: CPU seconds per second of writing (cores), per process group, the writer ("harness"),
-    #: the shared servers and the whole machine.
-    cpu_share: dict[str, float] = field(default_factory=dict)
-    #: Median commit → handled latency of the first and the last fifth of the events (ms).
-    trend: tuple[float, float] = (0.0, 0.0)
-
-    @property
-    def backlog_grew(self) -> bool:
-        """The pipeline fell behind: the last events waited much longer than the first."""
-        first, last = self.trend
-        return last > 2 * first + 10
-
-    @property
-    def sustained(self) -> bool:
-        """Writes kept pace (≥ 95 % of the offered rate, no errors), nothing was lost, and the
-        pipeline kept pace too (no growing backlog)."""
-        kept_pace = self.writer.achieved_rate >= 0.95 * self.rate and self.writer.errors == 0
-        lossless = all(s.lost == 0 for s in self.stages.values())
-        return kept_pace and lossless and not self.backlog_grew
-
-    def as_dict(self) -> dict[str, Any]:
-        http = Latencies.of([r[1] * 1000 for r in self.writer.responses])
-        return {
-            "rate": self.rate,
-            "sent": self.writer.sent,
-            "created": len(self.writer.created_ids),
-            "achieved_rate": round(self.writer.achieved_rate, 1),
-            "http_errors": self.writer.errors
-            + sum(1 for r in self.writer.responses if r[2] != 201),
-            "http_latency_ms": http.as_dict(),
-            "drained_seconds": round(self.drained_seconds, 2),
-            "sustained": self.sustained,
-            "backlog_grew": self.backlog_grew,
-            "handled_ms_first_vs_last_fifth": [round(v, 1) for v in self.trend],
-            "cpu_share": {k: round(v, 2) for k, v in self.cpu_share.items()},
-            "stages": {name: stage.as_dict() for name, stage in self.stages.items()},
-        }
-
-
-def _invalidations(log: Path, event_ids: set[str]) -> dict[str, list[float]]:
-    """The invalidator's logged lag per event id of ours (one entry per invalidation)."""
-    lags: dict[str, list[float]] = {}
-    with log.open(errors="replace") as lines:
-        for line in lines:
-            if '"post invalidated"' not in line:
-                continue
+async def _queue_depths(amqp_url: str, queues: list[str]) -> int:
+    """Messages ready or unacknowledged in ``queues`` (asked with passive declares)."""
+    connection = await aio_pika.connect(amqp_url)
+    total = 0
+    try:
+        for name in queues:
+            channel = await connection.channel()
             try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            event_id = entry.get("event_id")
-            if event_id in event_ids:
-                lags.setdefault(event_id, []).append(float(entry["lag_ms"]))
-    return lags
-
-
-async def _collect(
-    pool: asyncpg.Pool, ids: list[str], log: Path, deadline: float
-) -> tuple[list[asyncpg.Record], dict[str, list[float]], float]:
-    """Wait (until ``deadline``) for every event to be handled and invalidated, then read."""
-    started = time.monotonic()
-    while True:
-        rows = await pool.fetch(_LATENCIES, ids)
-        event_ids = {r["event_id"] for r in rows}
-        invalidated = _invalidations(log, event_ids)
-        done = (
-            len(rows) == len(ids)
-            and all(r["published_ms"] is not None and r["handled_ms"] for r in rows)
-            and len(invalidated) == len(ids)
-        )
-        if done or time.monotonic() > deadline:
-            return rows, invalidated, time.monotonic() - started
-        await asyncio.sleep(0.25)
-
-
-def _stages(
-    ids: list[str], rows: list[asyncpg.Record], lags: dict[str, list[float]]
-) -> dict[str, Stage]:
-    published = [r["published_ms"] for r in rows if r["published_ms"] is not None]
-    handled = [r["handled_ms"] for r in rows if r["handled_ms"]]
-    after_claim = [
-        min(r["handled_ms"]) - r["published_ms"]
-        for r in rows
-        if r["handled_ms"] and r["published_ms"] is not None
-    ]
-    return {  # rows come in commit (outbox id) order
-        "published": Stage.of(published, len(ids) - len(published), 0),
-        "handled": Stage.of(
-            [min(h) for h in handled],
-            len(ids) - len(handled),
-            sum(len(h) - 1 for h in handled),
-        ),
-        "invalidated": Stage.of(
-            [min(v) for v in lags.values()],
-            len(ids) - len(lags),
-            sum(len(v) - 1 for v in lags.values()),
-        ),
-        # Not a stage of its own: how long from the relay's claim to the handler (publish,
-        # confirm, routing, delivery, the consumer's inbox transaction).
-        "claimed_to_handled": Stage.of(after_claim, 0, 0),
-    }
+                queue = await channel.declare_queue(name, passive=True)
+                total += queue.declaration_result.message_count or 0
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                pass
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+    finally:
+        await connection.close()
+    return total
 
 
 async def _wait_consumers(amqp_url: str, queues: list[str], seconds: float = 60) -> None:
@@ -211,72 +122,88 @@ async def _wait_consumers(amqp_url: str, queues: list[str], seconds: float = 60)
         await connection.close()
 
 
-def _trend(rows: list[asyncpg.Record]) -> tuple[float, float]:
-    handled = [min(r["handled_ms"]) for r in rows if r["handled_ms"]]
-    fifth = max(1, len(handled) // 5)
-    if not handled:
-        return 0.0, 0.0
-    return statistics.median(handled[:fifth]), statistics.median(handled[-fifth:])
+async def _settle(pool: asyncpg.Pool, pipeline: Pipeline, seconds: float) -> bool:
+    """Wait until the outbox has nothing unpublished and the queues are empty (the previous
+    rate's backlog gone); True when it settled within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pending = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        if not pending and not await _queue_depths(pipeline.amqp_url, pipeline.queues):
+            return True
+        await asyncio.sleep(0.25)
+    return False
 
 
-def _cpu(groups: list[Group], servers: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds so far: per group, the writer (harness), the shared servers (this run's
-    PostgreSQL backends; all of RabbitMQ and Redis, whoever uses them) and the whole machine."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    busy, _ = machine_busy()
-    return (
-        {g.name: g.cpu_seconds() for g in groups}
-        | {name: cpu_seconds(pids) for name, pids in servers.items()}
-        | {"harness": usage.ru_utime + usage.ru_stime, "machine": busy / CLOCK_TICKS}
-    )
-
-
-async def _server_pids(pool: asyncpg.Pool) -> dict[str, list[int]]:
+async def _backends(pool: asyncpg.Pool) -> list[int]:
     rows = await pool.fetch(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
         "AND pid <> pg_backend_pid()"
     )
-    return {
-        "postgres": [r["pid"] for r in rows],
-        "rabbitmq": pids_named("beam.smp"),
-        "redis": pids_named("redis-server"),
-    }
+    return [r["pid"] for r in rows]
 
 
-async def _run_rates(
-    config: BenchConfig,
-    env: BenchEnv,
-    server: Server,
-    data: BenchData,
-    log: Path,
-    watched: list[Group],
-) -> list[RateResult]:
+async def _drain(
+    pool: asyncpg.Pool, pipeline: Pipeline, ids: list[str], before: dict[float, float], wait: float
+) -> tuple[list[asyncpg.Record], dict[float, float], float]:
+    """Wait (at most ``wait`` s) until every post is handled and invalidated; then read."""
+    started = time.monotonic()
+    expected = INVALIDATIONS_PER_POST * len(ids)
+    while True:
+        lags = minus(lag_buckets(pipeline.invalidator_metrics), before)
+        invalidated = max(lags.values(), default=0) >= expected
+        handled = await pool.fetchval(HANDLED_COUNT, ids) >= len(ids)
+        if (handled and invalidated) or time.monotonic() - started > wait:
+            break
+        await asyncio.sleep(0.1)
+    rows = await pool.fetch(STAGE_TIMES, ids)
+    return rows, lags, time.monotonic() - started
+
+
+async def _run_rate(
+    config: BenchConfig, pool: asyncpg.Pool, pipeline: Pipeline, rate: int, purpose: str
+) -> RateResult:
+    if not await _settle(pool, pipeline, 90):
+        print("  the previous rate's backlog did not drain in 90 s; purging it", flush=True)
+        await pool.execute("UPDATE outbox SET published_at = now() WHERE published_at IS NULL")
+        await purge_queues(pipeline.amqp_url, pipeline.queues)
+    seconds = config.seconds(config.pipeline_seconds)
+    servers = {"postgres": await _backends(pool), **shared_server_pids()}
+    meter = CpuMeter(pipeline.groups, servers, own_name="writer")
+    lags0 = lag_buckets(pipeline.invalidator_metrics)
+    cpu0 = meter.read()
+    writer = await write_open_loop(
+        pipeline.port, pipeline.tokens, rate=rate, seconds=seconds, nonce=uuid.uuid4().hex[:10]
+    )
+    cpu1 = meter.read()
+    ids = writer.created_ids
+    rows, lags, drained = await _drain(
+        pool, pipeline, ids, lags0, wait=config.pipeline_drain_seconds
+    )
+    stages, trend = stages_of(ids, rows)
+    result = RateResult(rate, purpose, writer, drained, stages)
+    result.invalidated = BucketStage(lags, INVALIDATIONS_PER_POST * len(ids))
+    result.trend = trend
+    cores = CpuMeter.cores(cpu0, cpu1, writer.wall_seconds)
+    result.cpu_share = {name.removeprefix("pipeline-"): v for name, v in cores.items()}
+    _print_rate(result)
+    return result
+
+
+async def _run_rates(config: BenchConfig, pipeline: Pipeline) -> list[RateResult]:
     results: list[RateResult] = []
-    pool = await asyncpg.create_pool(env.dsn, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(pipeline.dsn, min_size=1, max_size=2)
     try:
-        nonce = uuid.uuid4().hex[:8]
-        # Warm the connections, the relay and both consumers; these posts are not measured.
-        await write_open_loop(
-            server.port, data.reader_token, rate=50, seconds=1, nonce=f"{nonce}-warm"
-        )
+        # Warm the connections, the relays and both consumers; these posts are not measured.
+        await write_open_loop(pipeline.port, pipeline.tokens, rate=50, seconds=1, nonce="warm")
         for rate in config.pipeline_rates:
-            servers = await _server_pids(pool)
-            cpu0 = _cpu(watched, servers)
-            writer = await write_open_loop(
-                server.port,
-                data.reader_token,
-                rate=rate,
-                seconds=config.seconds(config.pipeline_seconds),
-                nonce=nonce,
+            results.append(await _run_rate(config, pool, pipeline, rate, "fixed"))
+        for _ in range(config.search_probes):
+            probe = next_probe(
+                results, config.search_low, config.search_high, config.search_resolution
             )
-            cpu1 = _cpu(watched, servers)
-            ids = writer.created_ids
-            rows, lags, drained = await _collect(pool, ids, log, time.monotonic() + 30)
-            result = RateResult(rate, writer, drained, _stages(ids, rows, lags))
-            result.trend = _trend(rows)
-            result.cpu_share = {k: (cpu1[k] - cpu0[k]) / writer.wall_seconds for k in cpu1}
-            results.append(result)
-            _print_rate(result)
+            if probe is None:
+                break
+            results.append(await _run_rate(config, pool, pipeline, probe, "search"))
     finally:
         await pool.close()
     return results
@@ -285,37 +212,23 @@ async def _run_rates(
 def _print_rate(result: RateResult) -> None:
     summary = result.as_dict()
     stages = "  ".join(
-        f"{name} p50 {s['p50']:.1f} p99 {s['p99']:.1f} max {s['max']:.1f} ms "
-        f"(lost {s['lost']}, dup {s['duplicated']})"
+        f"{name} p50 {s['p50']:.1f} p99 {s['p99']:.1f} max {s['max']:.1f} ms (lost {s['lost']})"
         for name, s in summary["stages"].items()
+        if name in ("published", "handled")
     )
+    inv = summary["invalidated"] or {}
     print(
-        f"  {result.rate:5d}/s offered, {summary['achieved_rate']:7.1f}/s achieved "
-        f"{'sustained' if result.sustained else 'NOT sustained'}; {stages}; "
-        f"CPU (cores) {summary['cpu_share']}",
+        f"  {result.rate:5d}/s offered ({result.purpose}), {summary['achieved_rate']:7.1f}/s "
+        f"achieved, {'sustained' if result.sustained else 'NOT sustained'}; {stages}; "
+        f"invalidated {inv.get('count', 0)}/{inv.get('expected', 0)} p99 <= "
+        f"{inv.get('p99_at_most', math.nan)} ms; CPU (cores) {summary['cpu_share']}",
         flush=True,
     )
 
 
-def run_pipeline(
+def _start_services(
     config: BenchConfig, groups: Groups, env: BenchEnv, data: BenchData, process_env: dict[str, str]
-) -> list[RateResult]:
-    """Start the API, the cache-invalidator and the recording consumer; write at each rate."""
-
-    async def prepare() -> None:
-        conn = await asyncpg.connect(env.dsn)
-        try:
-            await conn.execute(HANDLED_TABLE)
-            await conn.execute(
-                "CREATE INDEX IF NOT EXISTS bench_handled_event_idx ON bench_handled (event_id)"
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(prepare())
-    # Events earlier phases left for consumers that were not running would come first.
-    stale = [f"{env.namespace}.{name}" for name in ("cache-invalidator", "worker", CONSUMER)]
-    asyncio.run(purge_queues(env.amqp_url, stale))
+) -> Pipeline:
     started: list[Group] = []
     try:
         server = start_server(
@@ -327,24 +240,55 @@ def run_pipeline(
             label="pipeline-api",
         )
         started.append(server.group)
-        invalidator = groups.start(
-            "pipeline-invalidator",
-            [str(BIN / "herald-cache-invalidator")],
-            {**process_env, "HERALD_LOG_LEVEL": "INFO"},
+        started.append(groups.start("pipeline-worker", [str(BIN / "herald-worker")], process_env))
+        metrics = env.work / "metrics-pipeline-invalidator"
+        metrics.mkdir()
+        started.append(
+            groups.start(
+                "pipeline-invalidator",
+                [str(BIN / "herald-cache-invalidator")],
+                {**process_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)},
+            )
         )
-        started.append(invalidator)
-        consumer = groups.start(
-            "pipeline-consumer",
-            [str(BIN / "python"), "-m", "bench.consumer_app"],
-            {**process_env, "BENCH_CONSUMER": CONSUMER, "BENCH_MODE": "record"},
-        )
-        started.append(consumer)
-        queues = [f"{env.namespace}.cache-invalidator", f"{env.namespace}.{CONSUMER}"]
+        queues = [f"{env.namespace}.worker", f"{env.namespace}.cache-invalidator"]
         asyncio.run(_wait_consumers(env.amqp_url, queues))
-        # The writer runs on uvloop, as the services do.
-        return uvloop.run(_run_rates(config, env, server, data, invalidator.log_path, started))
-    finally:
+    except BaseException:
         for group in reversed(started):
             groups.stop(group)
-        # Events for the worker, which did not run, would weigh on the broker from now on.
+        raise
+    return Pipeline(
+        server.port,
+        data.writer_tokens,
+        started,
+        metrics,
+        env.dsn,
+        env.amqp_url,
+        queues,
+    )
+
+
+async def _prepare(env: BenchEnv) -> None:
+    """Install the handled marker; forget what earlier phases left unpublished (their
+    events are not this phase's) and empty the queues they filled with nobody consuming."""
+    conn = await asyncpg.connect(env.dsn)
+    try:
+        await conn.execute(INSTALL)
+        await conn.execute("UPDATE outbox SET published_at = now() WHERE published_at IS NULL")
+    finally:
+        await conn.close()
+    await purge_queues(env.amqp_url, broker_names(env.namespace)[0])
+
+
+def run_pipeline(
+    config: BenchConfig, groups: Groups, env: BenchEnv, data: BenchData, process_env: dict[str, str]
+) -> list[RateResult]:
+    """Start the API, the worker and the cache-invalidator; write at each rate."""
+    asyncio.run(_prepare(env))
+    pipeline = _start_services(config, groups, env, data, process_env)
+    try:
+        # The writer runs on uvloop, as the services do.
+        return uvloop.run(_run_rates(config, pipeline))
+    finally:
+        for group in reversed(pipeline.groups):
+            groups.stop(group)
         asyncio.run(purge_queues(env.amqp_url, broker_names(env.namespace)[0]))

@@ -12,17 +12,19 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from bench.pipeline import QUANTILES
+from bench.pipeline_results import QUANTILES
 from bench.summary import summarize_http
 
 _STAGE_TITLES = {
     "published": "claimed by the relay",
-    "handled": "handled (inbox commit)",
-    "invalidated": "cache invalidated",
+    "handled": "handled (worker's commit)",
+    "invalidated": "cache invalidated (histogram)",
 }
 _BASELINE, _HERALD, _VARIANT = "#9e9e9e", "#1f77b4", "#ff7f0e"
 #: The baseline each Herald cell is set against in its label.
 _AGAINST = {
+    "peers/p1_get_cached": "herald/get_cached",
+    "peers/p2_post": "herald/post",
     "herald/get_cached": "baselines/b2",
     "herald-nocache/get_uncached": "baselines/b3",
     "herald/post": "baselines/b4",
@@ -31,6 +33,7 @@ _AGAINST = {
 _ORDER = [
     "baselines/b1",
     "baselines/b2",
+    "peers/p1_get_cached",
     "herald/get_cached",
     "herald-1proc/get_cached",
     "herald-trace10/get_cached",
@@ -41,9 +44,12 @@ _ORDER = [
     "herald-nocache/get_uncached",
     "herald/list_first",
     "herald-nocache/list_first",
+    "peers/p1_list_first",
+    "herald/list_under_writes",
     "herald/list_deep",
     "herald-nocache/list_deep",
     "baselines/b4",
+    "peers/p2_post",
     "herald/post",
     "herald/mix",
 ]
@@ -59,7 +65,7 @@ def _throughput(results: dict[str, Any], path: Path) -> bool:
         s = summaries[cell]
         color = (
             _BASELINE
-            if cell.startswith("baselines/")
+            if cell.startswith(("baselines/", "peers/"))
             else _HERALD
             if cell.startswith("herald/")
             else _VARIANT
@@ -75,13 +81,15 @@ def _throughput(results: dict[str, Any], path: Path) -> bool:
         )
         label = f" {s.rps.median:,.0f}"
         if (base := summaries.get(_AGAINST.get(cell, ""))) is not None and base.rps.median:
-            label += f"  ({s.rps.median / base.rps.median:.2f}x {base.cell[-2:].upper()})"
+            label += f"  ({s.rps.median / base.rps.median:.2f}x {base.cell.split('/')[0]})"
         ax.text(s.rps.high * 1.01, y, label, va="center", fontsize=8)
     ax.set_yticks(range(len(cells)), [summaries[c].title for c in cells], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("requests per second (median of repetitions; bars: min-max)")
     ax.set_xlim(0, max(summaries[c].rps.high for c in cells) * 1.18)
-    ax.set_title("HTTP throughput: bare baselines (grey), Herald (blue), Herald variants (orange)")
+    ax.set_title(
+        "HTTP throughput: baselines and peers (grey), Herald (blue), Herald variants (orange)"
+    )
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -93,12 +101,22 @@ def _pipeline(results: dict[str, Any], path: Path) -> bool:
     rows = results.get("pipeline", [])
     if not rows:
         return False
-    stages = ("published", "handled", "invalidated")  # claimed_to_handled: table only
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
-    for ax, stage in zip(axes, stages, strict=True):
-        for row in rows:
-            values = row["stages"][stage]["quantiles"]
+    for ax, stage in zip(axes, ("published", "handled", "invalidated"), strict=True):
+        for row in sorted(rows, key=lambda r: r["rate"]):
             label = f"{row['rate']}/s" + ("" if row["sustained"] else " (not sustained)")
+            if stage == "invalidated":
+                inv = row.get("invalidated") or {}
+                count = inv.get("count") or 0
+                points = [
+                    (float(k), v / count * 100)
+                    for k, v in inv.get("cumulative", {}).items()
+                    if count and k != "inf"
+                ]
+                if points:
+                    ax.step(*zip(*points, strict=True), where="post", label=label, linewidth=1.5)
+                continue
+            values = row["stages"][stage]["quantiles"]
             ax.plot(values, QUANTILES, label=label, linewidth=1.5)
         ax.set_xscale("log")
         ax.set_title(f"commit -> {_STAGE_TITLES[stage]}")
@@ -130,14 +148,15 @@ def _workers(results: dict[str, Any], path: Path) -> bool:
             },
         }
     panels = [
-        (axes[0], "Worker throughput (trivial task, acks)", "messages per second", workers),
+        (axes[0], "Worker throughput (one Redis INCR per message)", "messages per second", workers),
         (axes[1], "Publishing with confirms", "messages per second", modes),
     ]
     for ax, title, label, cases in panels:
         names = list(cases)
         for y, name in enumerate(names):
             c = cases[name]
-            color = _BASELINE if name.startswith("celery") or name == "one_at_a_time" else _HERALD
+            peer = not name.startswith("herald") and name != "pipelined"
+            color = _BASELINE if peer else _HERALD
             ax.barh(y, c["median"], color=color)
             ax.errorbar(
                 c["median"],

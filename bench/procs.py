@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -53,6 +54,81 @@ def pids_named(name: str) -> list[int]:
                 if (entry / "comm").read_text().strip() == name:
                     found.append(int(entry.name))
     return found
+
+
+def listening_pids(name: str, port: int) -> list[int]:
+    """The processes called ``name`` that listen on TCP ``port`` — the shared server, not a
+    private instance someone else started for a test; all called ``name`` when none is found."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # fields[1] local address:port (hex), fields[3] state (0A listening), [9] inode
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    candidates = pids_named(name)
+    owners = []
+    for pid in candidates:
+        with contextlib.suppress(OSError):
+            fds = Path(f"/proc/{pid}/fd")
+            if any(os.readlink(fd) in inodes for fd in fds.iterdir()):
+                owners.append(pid)
+    return owners or candidates
+
+
+def cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:
+    """User + system CPU seconds so far of each of ``pids`` that is still there."""
+    found = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            found[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return found
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two ``cpu_by_pid`` readings by the processes in both (one that
+    ended or started in between — a restarted server — is left out rather than miscounted)."""
+    return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
+
+
+def shared_server_pids() -> dict[str, list[int]]:
+    """The shared RabbitMQ and Redis servers' processes (their CPU counts other people's work
+    too); PostgreSQL backends are found per database by the caller."""
+    return {
+        "rabbitmq": listening_pids("beam.smp", 5672),
+        "redis": listening_pids("redis-server", 6379),
+    }
+
+
+@dataclass(slots=True)
+class CpuMeter:
+    """CPU time of named sets of processes — process groups, server processes, this process —
+    and of the whole machine, read twice and turned into cores (CPU seconds per second)."""
+
+    groups: list[Group]
+    servers: dict[str, list[int]]
+    #: The name this process (the harness, e.g. a load generator running in it) is shown as.
+    own_name: str = "harness"
+
+    def read(self) -> dict[str, dict[int, float]]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        busy, _ = machine_busy()
+        reading = {g.name: cpu_by_pid(g.members()) for g in self.groups}
+        reading |= {name: cpu_by_pid(pids) for name, pids in self.servers.items()}
+        reading[self.own_name] = {os.getpid(): usage.ru_utime + usage.ru_stime}
+        reading["machine"] = {0: busy / CLOCK_TICKS}
+        return reading
+
+    @staticmethod
+    def cores(
+        before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], seconds: float
+    ) -> dict[str, float]:
+        return {
+            name: round(cpu_between(before[name], after.get(name, {})) / max(seconds, 1e-9), 3)
+            for name in before
+        }
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:

@@ -1,8 +1,8 @@
 """Where the time goes: ``python -m bench.profile CELL`` (e.g. ``herald/get_cached``,
-``baselines/b2``, ``workers/herald-1``) runs that one case on a small seeded database under
-py-spy and prints the functions and packages that took the CPU.
+``baselines/b2``, ``workers/herald-inbox``, ``workers/herald-idempotent``) runs that one case on
+a small seeded database under py-spy and prints the functions and packages that took the CPU.
 
-For an HTTP cell the server runs with one process under steady wrk load; for ``workers/herald-1``
+For an HTTP cell the server runs with one process under steady wrk load; for ``workers/herald-*``
 the consumer drains a pre-filled queue. The raw stacks (collapsed format, loadable in
 speedscope) are kept in the work folder printed at the end with ``--keep``.
 """
@@ -20,10 +20,10 @@ from bench.data import prepare
 from bench.env import BenchEnv
 from bench.http_load import SCENARIOS, Context, server_configs
 from bench.procs import BIN, Group, Groups
+from bench.seams import AmqpSettings
 from bench.servers import start_server
 from bench.workers import CASES, PREFETCH, fill_herald_queue
 from bench.wrk import WrkSettings, run_wrk, script_for
-from herald_shared.settings import AmqpSettings
 
 _PACKAGES = (
     "herald_api", "herald_shared", "fastapi", "starlette", "pydantic", "uvicorn", "httptools",
@@ -88,7 +88,7 @@ def _record(pid: int, seconds: int, out: Path, subprocesses: bool) -> subprocess
 
 def _profile_http(cell: str, env: BenchEnv, groups: Groups, seconds: int) -> Path:
     label, _, name = cell.partition("/")
-    configs = {c.label: c for c in server_configs(1)}
+    configs = {c.label: c for c in server_configs(1, {})}
     server_config = configs[label]
     data = asyncio.run(prepare(env, posts=100_000, pool_size=1000))
     process_env = {**env.process_env(), "BENCH_AUTHOR_ID": str(data.author_id)}
@@ -113,26 +113,26 @@ def _profile_http(cell: str, env: BenchEnv, groups: Groups, seconds: int) -> Pat
     return out
 
 
-def _profile_worker(env: BenchEnv, groups: Groups, seconds: int) -> Path:
+def _profile_worker(name: str, env: BenchEnv, groups: Groups, seconds: int) -> Path:
     asyncio.run(env.create_database())
     amqp = AmqpSettings(url=env.amqp_url, namespace=env.namespace)
     messages = 20_000
     asyncio.run(fill_herald_queue(amqp, messages))
     key = f"{env.prefix}profile"
-    case = next(c for c in CASES if c.name == "herald-1")
+    case = next(c for c in CASES if c.name == name and c.runtime == "herald")
     group: Group = groups.start(
         case.name,
         [str(BIN / "python"), "-m", "bench.consumer_app"],
         {
             **env.process_env(),
             "BENCH_CONSUMER": "bench-throughput",
-            "BENCH_MODE": "count",
+            "BENCH_IDEMPOTENT": "1" if name == "herald-idempotent" else "0",
             "BENCH_COUNTER_KEY": key,
             "BENCH_EXPECTED": str(messages),
             "HERALD_CONSUMER_PREFETCH": str(PREFETCH),
         },
     )
-    out = env.work / "workers-herald-1.raw"
+    out = env.work / f"workers-{name}.raw"
     recorder = _record(group.pgid, seconds, out, subprocesses=False)
     recorder.wait(timeout=60)
     return out
@@ -140,7 +140,7 @@ def _profile_worker(env: BenchEnv, groups: Groups, seconds: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("cell", help="an HTTP cell (herald/get_cached) or workers/herald-1")
+    parser.add_argument("cell", help="an HTTP cell (herald/get_cached) or workers/herald-inbox")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (raw stacks)")
     parser.add_argument("--top", type=int, default=40, help="functions to list")
@@ -150,7 +150,7 @@ def main() -> None:
     groups = Groups(env.work / "logs")
     try:
         if args.cell.startswith("workers/"):
-            raw = _profile_worker(env, groups, args.seconds)
+            raw = _profile_worker(args.cell.partition("/")[2], env, groups, args.seconds)
         else:
             asyncio.run(env.create_database())
             raw = _profile_http(args.cell, env, groups, args.seconds)

@@ -21,13 +21,19 @@ import asyncpg
 import uvloop
 
 from bench.env import broker_names, purge_queues
+from bench.seams import (
+    AmqpSettings,
+    EventEnvelope,
+    OutboxRelay,
+    PostCreated,
+    RelaySettings,
+    build_message,
+    connect,
+    declare_exchange,
+    open_channel,
+    publish_confirmed,
+)
 from bench.stats import Spread
-from herald_shared.events import EventEnvelope, PostCreated
-from herald_shared.messaging.connection import connect, open_channel
-from herald_shared.messaging.publisher import build_message, publish_confirmed
-from herald_shared.messaging.topology import declare_exchange
-from herald_shared.relay import OutboxRelay
-from herald_shared.settings import AmqpSettings, RelaySettings
 
 _FILL = """
 INSERT INTO outbox (event_id, event_type, aggregate_id, aggregate_version, payload, headers)

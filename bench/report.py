@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchConfig
+from bench.pipeline_results import highest_sustained
 from bench.plots import write_plots
 from bench.procs import ROOT
 from bench.summary import summarize_http
@@ -89,6 +90,7 @@ def _http_rows(results: dict[str, Any]) -> list[list[str]]:
                 _fmt(s.p50_ms.median, 2),
                 _fmt(s.p99_ms.median, 2),
                 _fmt(s.cpu_us_per_request),
+                _fmt(s.wrk_cores + s.writer_cores, 2),
                 hit,
                 f"{s.kept}/{s.kept + s.discarded}",
                 _fmt(s.min_process_share, 2),
@@ -99,21 +101,107 @@ def _http_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _lat(stage: dict[str, Any]) -> str:
+    return " / ".join(_fmt(stage[k], 1) for k in ("p50", "p95", "p99", "max"))
+
+
+def _bounds(inv: dict[str, Any] | None) -> str:
+    if not inv:
+        return "-"
+    return " / ".join(
+        f"<= {_fmt(inv[k], 1)}" for k in ("p50_at_most", "p95_at_most", "p99_at_most")
+    )
+
+
 def _pipeline_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for r in results.get("pipeline", []):
-        row = [f"{r['rate']}/s", _fmt(r["achieved_rate"]), "yes" if r["sustained"] else "**no**"]
-        for stage in ("published", "handled", "invalidated", "claimed_to_handled"):
-            s = r["stages"][stage]
-            row.append(
-                f"{_fmt(s['p50'], 1)} / {_fmt(s['p95'], 1)} / {_fmt(s['p99'], 1)} / "
-                f"{_fmt(s['max'], 1)}"
-            )
-        lost = sum(s["lost"] for s in r["stages"].values())
-        dup = sum(s["duplicated"] for s in r["stages"].values())
-        row += [str(lost), str(dup), _fmt(r["http_latency_ms"]["p99"], 1)]
-        rows.append(row)
+        stages = r["stages"]
+        inv = r.get("invalidated") or {}
+        lost = stages["published"]["lost"] + stages["handled"]["lost"] + inv.get("lost", 0)
+        rows.append(
+            [
+                f"{r['rate']}/s ({r['purpose']})",
+                _fmt(r["achieved_rate"]),
+                "yes" if r["sustained"] else "**no**",
+                _lat(stages["published"]),
+                _lat(stages["handled"]),
+                _lat(stages["enriched_claimed"]),
+                _bounds(inv),
+                f"{inv.get('count', 0):,}/{inv.get('expected', 0):,}",
+                str(lost),
+                str(r.get("abandoned", 0) + r["http_errors"]),
+                _fmt(r["http_latency_ms"]["p99"], 1),
+            ]
+        )
     return rows
+
+
+def _pipeline_cpu_rows(results: dict[str, Any]) -> list[list[str]]:
+    names = ["api", "worker", "invalidator", "postgres", "rabbitmq", "redis", "writer"]
+    rows = []
+    for r in results.get("pipeline", []):
+        cpu = r["cpu_share"]
+        per_post = 1e6 / max(r["achieved_rate"], 1e-9)
+        rows.append(
+            [f"{r['rate']}/s", _fmt(r["achieved_rate"])]
+            + [f"{_fmt(cpu.get(n, math.nan), 2)} ({_fmt(cpu.get(n, math.nan) * per_post)})"
+               for n in names]
+            + [_fmt(cpu.get("machine", math.nan), 2)]
+        )  # fmt: skip
+    return rows
+
+
+def _pipeline_section(results: dict[str, Any]) -> list[str]:
+    rows = results.get("pipeline", [])
+    if not rows:
+        return []
+    out = [
+        "",
+        "### Event pipeline (Herald's API, worker and cache-invalidator; open-loop writers)",
+        "",
+        "ms from the API's commit (the event's `occurred_at`, stamped just before it). published = "
+        "claimed by the relay (`outbox.published_at`); handled = the worker's transaction that "
+        "enriched the post commits (a deferred trigger's time, just before the commit record's "
+        "flush); post.enriched claimed = the relay's claim of the event the worker emitted, "
+        "after its commit (an upper bound of handled); invalidated = the invalidator's "
+        "histogram, bucket bounds over 2 invalidations per post (`post.created` and "
+        "`post.enriched`).",
+        "",
+    ]
+    out += _table(
+        [
+            "offered",
+            "achieved/s",
+            "sustained",
+            "published p50/p95/p99/max",
+            "handled p50/p95/p99/max",
+            "post.enriched claimed p50/p95/p99/max",
+            "invalidated p50/p95/p99",
+            "invalidations",
+            "lost",
+            "failed or abandoned writes",
+            "POST p99 ms",
+        ],
+        _pipeline_rows(results),
+    )
+    best = highest_sustained(rows)
+    out += [
+        "",
+        f"Highest sustained rate found: **{f'{best}/s' if best else 'none'}** (search between "
+        f"{results['config'].get('search_low', '?')}/s and "
+        f"{results['config'].get('search_high', '?')}/s). CPU while writing, in cores and, in "
+        "brackets, µs per created post (`writer` is the load generator, the harness's process; "
+        "RabbitMQ and Redis are the shared servers, other people's work included; `machine` is "
+        "all of it):",
+        "",
+    ]
+    out += _table(
+        ["offered", "achieved/s", "api", "worker", "invalidator", "postgres", "rabbitmq",
+         "redis", "writer", "machine"],
+        _pipeline_cpu_rows(results),
+    )  # fmt: skip
+    return out
 
 
 def render(results: dict[str, Any]) -> str:
@@ -143,6 +231,7 @@ def render(results: dict[str, Any]) -> str:
             "p50 ms",
             "p99 ms",
             "server CPU us/req",
+            "load generator CPU (cores)",
             "cache hits",
             "runs kept",
             "min process share",
@@ -151,45 +240,7 @@ def render(results: dict[str, Any]) -> str:
         ],
         _http_rows(results),
     )
-    if results.get("pipeline"):
-        out += [
-            "",
-            "### Event pipeline (open-loop writers; ms from commit)",
-            "",
-            "published = claimed by the relay (`outbox.published_at` is `now()` of its claim "
-            "transaction); the last column is claimed -> handled for the same events.",
-            "",
-        ]
-        out += _table(
-            [
-                "offered",
-                "achieved/s",
-                "sustained",
-                "published p50/p95/p99/max",
-                "handled p50/p95/p99/max",
-                "invalidated p50/p95/p99/max",
-                "claimed -> handled p50/p95/p99/max",
-                "lost",
-                "duplicated",
-                "POST p99 ms",
-            ],
-            _pipeline_rows(results),
-        )
-        sustained = [r["rate"] for r in results["pipeline"] if r["sustained"]]
-        top = max(results["pipeline"], key=lambda r: r["rate"])
-        out += [
-            "",
-            f"Highest sustained offered rate: **{max(sustained) if sustained else 'none'}"
-            f"{'/s' if sustained else ''}**; offered {top['rate']}/s, the writers achieved "
-            f"{_fmt(top['achieved_rate'])}/s. CPU used while writing (cores; `machine` is all "
-            "of it, databases and broker included): "
-            + "; ".join(
-                f"{r['rate']}/s: "
-                + ", ".join(f"{k.removeprefix('pipeline-')} {v}" for k, v in r["cpu_share"].items())
-                for r in results["pipeline"]
-            )
-            + ".",
-        ]
+    out += _pipeline_section(results)
     out += _other_sections(results)
     if results.get("leftover_processes") or results.get("leftover_resources"):
         out += ["", f"**Left behind:** {results['leftover_processes']} "
@@ -222,8 +273,8 @@ def _other_sections(results: dict[str, Any]) -> list[str]:
     if workers := results.get("workers"):
         out += [
             "",
-            f"### Workers ({workers['messages']:,} trivial messages, prefetch "
-            f"{workers['prefetch']})",
+            f"### Workers ({workers['messages']:,} trivial messages, one Redis INCR each; "
+            f"prefetch {workers['prefetch']}, concurrency {workers.get('concurrency', '-')})",
             "",
         ]
         out += _table(

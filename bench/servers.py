@@ -1,7 +1,7 @@
-"""HTTP servers under test: Herald's API (``herald-api``, exactly as deployed) and the
-baselines app, each in its own process group on a free loopback port.
+"""HTTP servers under test: Herald's API (``herald-api``, exactly as deployed), the baselines
+app and the peer stacks' app, each in its own process group on a free loopback port.
 
-Both count their requests in Prometheus multi-process files (one file per server process), so
+All count their requests in Prometheus multi-process files (one file per server process), so
 the harness reads how many requests each process answered — and Herald's cache hits and
 misses — without touching the application.
 """
@@ -23,6 +23,8 @@ from bench.procs import BIN, Group, Groups
 
 HOST = "127.0.0.1"
 READY_SECONDS = 60.0
+#: A multi-process file starts with the 4-byte count of bytes used, and 4 of padding.
+_HEADER_BYTES = 8
 
 
 def free_port() -> int:
@@ -54,20 +56,46 @@ def http_request(
         conn.close()
 
 
+def metric_entries(path: Path) -> list[tuple[str, str, dict[str, str], float]]:
+    """The (metric, sample, labels, value) entries of one Prometheus multi-process file.
+
+    A server process creates its file empty and only then sizes it (``MmapedDict``: open,
+    truncate, map), so a reader can find it at 0 bytes: that file holds no value yet. The size
+    only ever grows from 0 to the whole initial map, so a file seen non-empty stays readable.
+    """
+    try:
+        if path.stat().st_size < _HEADER_BYTES:
+            return []
+        raw = MmapedDict.read_all_values_from_file(str(path))  # type: ignore[no-untyped-call]
+        entries = []
+        for key, value, _, _ in raw:
+            metric, name, labels, _ = json.loads(key)
+            entries.append((metric, name, labels, value))
+    except OSError:  # the process's file was removed meanwhile
+        return []
+    return entries
+
+
 def read_counters(directory: Path, sample: str) -> dict[int, dict[str, float]]:
     """Per server process (pid): the counter ``sample``'s values by label set (as JSON)."""
     values: dict[int, dict[str, float]] = defaultdict(dict)
     for path in directory.glob("counter_*.db"):
         pid = int(path.stem.split("_")[1])
-        try:
-            entries = MmapedDict.read_all_values_from_file(str(path))  # type: ignore[no-untyped-call]
-        except (OSError, ValueError):
-            continue
-        for key, value, _, _ in entries:
-            _, name, labels, _ = json.loads(key)
+        for _, name, labels, value in metric_entries(path):
             if name == sample:
                 values[pid][json.dumps(labels, sort_keys=True)] = value
     return dict(values)
+
+
+def read_histogram(directory: Path, metric: str) -> dict[float, float]:
+    """The histogram ``metric``'s observations per bucket (upper bound in seconds; not
+    cumulative, as multi-process files keep them), all processes and label sets together."""
+    buckets: dict[float, float] = defaultdict(float)
+    for path in directory.glob("histogram_*.db"):
+        for _, name, labels, value in metric_entries(path):
+            if name == f"{metric}_bucket":
+                buckets[float(labels["le"])] += value
+    return dict(buckets)
 
 
 @dataclass(slots=True)
@@ -120,8 +148,9 @@ def start_server(
     work: Path,
     label: str,
 ) -> Server:
-    """Start ``herald-api`` (kind ``herald``) or the baselines and wait until every process
-    answers. ``env`` is the run's process environment plus the scenario's settings."""
+    """Start ``herald-api`` (kind ``herald``), the baselines (``baseline``) or the peer stacks
+    (``peer``) and wait until every process answers. ``env`` is the run's process
+    environment plus the scenario's settings."""
     port = free_port()
     metrics_dir = work / f"metrics-{label}-{port}"
     metrics_dir.mkdir(parents=True)
@@ -132,10 +161,11 @@ def start_server(
         "HERALD_API_PROCESSES": str(processes),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
+    module = {"baseline": "bench.baselines", "peer": "bench.peer_http"}
     if kind == "herald":
         args = [str(BIN / "herald-api")]
     else:
-        args = [str(BIN / "python"), "-m", "bench.baselines"]
+        args = [str(BIN / "python"), "-m", module[kind]]
     group = groups.start(label, args, server_env)
     server = Server(kind, group, port, processes, metrics_dir)
     ready_path = "/readyz" if kind == "herald" else "/livez"

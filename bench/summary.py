@@ -32,6 +32,9 @@ class CellSummary:
     #: The most any kept run found the machine busy before it started, and CPU time stolen.
     max_busy_before: float
     max_stolen: float
+    #: Median CPU of the load generators in the kept runs (cores): wrk, the writer (if any).
+    wrk_cores: float = math.nan
+    writer_cores: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -76,6 +79,8 @@ def summarize_http(runs: list[dict[str, Any]]) -> dict[str, CellSummary]:
             min_process_share=min((min(r["process_shares"]) for r in kept), default=math.nan),
             max_busy_before=max((r["busy_before"] for r in kept), default=math.nan),
             max_stolen=max((r.get("stolen", 0.0) for r in kept), default=math.nan),
+            wrk_cores=Spread.of([r.get("wrk_cores", math.nan) for r in kept]).median,
+            writer_cores=Spread.of([r.get("writer_cores", 0.0) for r in kept]).median,
         )
     return summaries
 

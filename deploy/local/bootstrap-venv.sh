@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv from the hash-checked lock and install the workspace members into it.
+# Create .venv from the hash-checked locks (runtime, build backend, development tools) and
+# install the workspace members into it, editable.
 # Installs Python 3.11 (and its venv module) with apt-get when missing, as root on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,8 +41,9 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 
 log "installing the locked dependencies"
+# All three at once: pip refuses a package pinned differently in two of them.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes \
-  -r requirements.lock
+  -r requirements-runtime.lock -r requirements-build.lock -r requirements-dev.lock
 editable=()
 for member in "${MEMBERS[@]}"; do editable+=(-e "$member"); done
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \

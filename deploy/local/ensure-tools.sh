@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Tools the test suite and the benchmarks use beyond Python: promtool (from Debian's prometheus
-# package) to check the alerting rules, and wrk for HTTP load (make bench and its smoke test).
+# package) to check and unit-test the alerting rules and Prometheus configurations, docker-compose
+# (Debian's, v1: it validates docker-compose.yml without a Docker engine), wrk for HTTP load
+# (make bench and its smoke test), and pgbouncer for the tests that run a private PgBouncer in
+# front of a private PostgreSQL. kubectl comes from requirements-dev.lock (make setup).
 # Installed with apt-get when missing and we are root on Debian.
 set -euo pipefail
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
 if ((${#missing[@]} == 0)); then
   exit 0
 fi
@@ -18,5 +23,6 @@ if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     pkill -x prometheus 2>/dev/null || true
   fi
 else
-  printf 'tools: %s not found; the checks that need them will be skipped\n' "${missing[*]}" >&2
+  printf 'tools: %s not found; install them (as root on Debian: make tools)\n' "${missing[*]}" >&2
+  exit 1
 fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from herald_api.settings import Settings
 from tests.conftest import MakeKey
@@ -12,6 +13,17 @@ from tests.support.processes import STOP_SECONDS
 from tests.support.services import Processes
 
 pytestmark = pytest.mark.slow
+
+
+def requests_counted(metrics: str, method: str, route: str, status: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "herald_http_requests"
+        for sample in family.samples
+        if sample.name == "herald_http_requests_total"
+        and sample.labels == {"method": method, "route": route, "status": status}
+    )
 
 
 async def test_api_server_serves_posts_and_stops_on_sigterm(
@@ -57,5 +69,10 @@ async def test_api_server_serves_posts_and_stops_on_sigterm(
         assert deleted.status_code == 204
 
         assert_problem(await http.get(url, headers=key.headers), 404)
+
+        # One process too writes its metrics where /metrics reads them.
+        metrics = (await http.get("/metrics")).text
+        assert requests_counted(metrics, "POST", "/v1/posts", "201") == 1
+        assert requests_counted(metrics, "DELETE", "/v1/posts/{post_id}", "204") == 1
 
     assert await api.terminate(STOP_SECONDS) == 0, api.log_tail(60)

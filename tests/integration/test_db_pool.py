@@ -1,16 +1,25 @@
 """Herald's connection pools: borrowed connections return without a reset round trip, a
-transaction left open is still rolled back, and a failed acquire says whether the pool was busy
-or PostgreSQL could not be reached."""
+transaction left open is still rolled back, a broken connection is discarded, and a failed
+acquire says whether the pool was busy or PostgreSQL could not be reached."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 
-from herald_shared.db import DatabaseUnavailableError, PoolExhaustedError, acquire, create_database
+from herald_shared.db import (
+    Connection,
+    ConnectionLostError,
+    Database,
+    DatabaseUnavailableError,
+    PoolExhaustedError,
+    acquire,
+    create_database,
+)
 from herald_shared.settings import DatabaseSettings
 from tests.support.network import free_port, with_port
 
@@ -56,6 +65,57 @@ async def test_a_transaction_left_open_is_rolled_back_on_release(database_dsn: s
         finally:
             async with db.writer() as conn:
                 await conn.execute(f"DROP TABLE {table}")
+
+
+async def _borrow_and_run(db: Database, work: Callable[[Connection], Awaitable[object]]) -> int:
+    """Run ``work`` on a borrowed connection; the backend pid it ran on, raised through
+    ``db.writer()`` if ``work`` raises (the error carries it as ``pid``)."""
+    async with db.writer() as conn:
+        pid = conn.get_server_pid()
+        try:
+            await work(conn)
+        except Exception as exc:
+            exc.add_note(f"pid={pid}")
+            raise
+    return pid
+
+
+def _pid_of(exc: BaseException) -> int:
+    return int(next(n for n in exc.__notes__ if n.startswith("pid="))[4:])
+
+
+async def test_a_connection_out_of_step_is_discarded_not_reused(database_dsn: str) -> None:
+    """A connection whose protocol fell out of step with the server must not go back to the
+    pool: with no reset query on release, nothing else would notice before the next borrower."""
+
+    async def out_of_step(conn: Connection) -> None:
+        # What asyncpg raises when a connection is used while an earlier operation on it is
+        # still unfinished (as after a query interrupted by a server going away).
+        raise asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        )
+
+    async with create_database(_settings(database_dsn), "herald-test") as db:
+        with pytest.raises(ConnectionLostError) as raised:
+            await _borrow_and_run(db, out_of_step)
+        assert isinstance(raised.value.__cause__, asyncpg.exceptions.InternalClientError)
+        async with db.writer() as conn:
+            assert conn.get_server_pid() != _pid_of(raised.value.__cause__)
+            assert await conn.fetchval("SELECT 1") == 1
+
+
+async def test_a_programming_error_is_not_taken_for_a_broken_connection(
+    database_dsn: str,
+) -> None:
+    async def one_argument_too_many(conn: Connection) -> object:
+        return await conn.fetchval("SELECT $1::int", 1, 2)
+
+    async with create_database(_settings(database_dsn), "herald-test") as db:
+        with pytest.raises(asyncpg.exceptions.InterfaceError) as raised:
+            await _borrow_and_run(db, one_argument_too_many)
+        assert not isinstance(raised.value, ConnectionLostError)
+        async with db.writer() as conn:
+            assert conn.get_server_pid() == _pid_of(raised.value)
 
 
 async def test_an_acquire_that_waited_on_busy_connections_is_an_exhausted_pool(

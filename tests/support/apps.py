@@ -18,8 +18,8 @@ import httpx
 from asgi_lifespan import LifespanManager
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from herald_api.app import create_app
 from herald_api.lifespan import AppState
-from herald_api.main import create_app
 from herald_api.settings import Settings
 
 

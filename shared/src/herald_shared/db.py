@@ -7,18 +7,22 @@ idle-in-transaction timeouts as a backstop.
 Connections go back to the pool without a reset query: Herald keeps no session state (advisory
 locks are transaction-scoped, no LISTEN, no session SET, no held cursors), so asyncpg's
 ``RESET ALL``/``UNLISTEN *``/``pg_advisory_unlock_all()`` would be one wasted round trip per
-borrow. An open transaction is still rolled back on release.
+borrow. An open transaction is still rolled back on release. The reset query also served as a
+check that the connection still works: without it, a connection whose protocol fell out of step
+with the server (a query interrupted while the server went away) would go back to the pool and
+fail the next borrower. ``borrow`` therefore discards a connection that fails that way.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
+from asyncpg.pool import PoolConnectionProxy
 
 from herald_shared.settings import DatabaseSettings
 
@@ -31,6 +35,11 @@ class StatelessConnection(asyncpg.Connection):
 
     def get_reset_query(self) -> str:
         return ""
+
+
+class ConnectionLostError(ConnectionError):
+    """The connection broke under an operation (closed, or its protocol out of step with the
+    server). It was discarded; the operation may be tried again on another connection."""
 
 
 #: Errors meaning "the database cannot be reached right now" rather than "the query is wrong",
@@ -47,10 +56,58 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The pools a process uses. ``replica`` is the primary when no replica is configured."""
+
+    primary: asyncpg.Pool
+    replica: asyncpg.Pool
+    acquire_timeout: float
+
+    def writer(self) -> contextlib.AbstractAsyncContextManager[PoolConnectionProxy]:
+        """A primary connection, waiting at most the acquire timeout."""
+        return borrow(self.primary, self.acquire_timeout)
+
+    def reader(self) -> contextlib.AbstractAsyncContextManager[PoolConnectionProxy]:
+        """A connection for reads that tolerate replica lag."""
+        return borrow(self.replica, self.acquire_timeout)
+
+
+def _is_closed(conn: PoolConnectionProxy) -> bool:
+    try:
+        return conn.is_closed()
+    except asyncpg.exceptions.InterfaceError:  # already given back to the pool
+        return True
+
+
+@asynccontextmanager
+async def borrow(
+    pool: asyncpg.Pool,
+    timeout: float,  # noqa: ASYNC109 - the pool's own acquire deadline
+) -> AsyncIterator[PoolConnectionProxy]:
+    """A pooled connection for the block, waiting at most ``timeout`` for one.
+
+    A connection the block found broken is terminated instead of going back to the pool, and
+    the error is raised as ``ConnectionLostError`` (a connection-level failure, like any
+    ``OSError``). Other errors, programming errors included, pass through unchanged.
+    """
+    async with pool.acquire(timeout=timeout) as conn:
+        try:
+            yield conn
+        except (asyncpg.exceptions.InternalClientError, asyncpg.exceptions.InterfaceError) as exc:
+            broken = isinstance(exc, asyncpg.exceptions.InternalClientError) or _is_closed(conn)
+            if not broken:
+                raise
+            with contextlib.suppress(asyncpg.exceptions.InterfaceError):
+                conn.terminate()
+            raise ConnectionLostError(f"the database connection broke: {exc}") from exc
+
+
 #: What failed is PostgreSQL itself or the connection to it — not a statement, whatever it was:
-#: connection errors (SQLSTATE class 08, a connection closed under a query), a server shutting
-#: down or starting, or refusing more connections.
+#: connection errors (SQLSTATE class 08, a connection closed under a query, one ``borrow`` found
+#: broken), a server shutting down or starting, or refusing more connections.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionLostError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
@@ -58,8 +115,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
 )
 
-
-#: Failing to make or keep a connection: the socket's errors and PostgreSQL's connection-level ones.
+#: Failing to make or keep a connection: the socket's errors and PostgreSQL's connection-level
+#: ones.
 CONNECTING_ERRORS: tuple[type[BaseException], ...] = (OSError, *CONNECTION_ERRORS)
 
 
@@ -73,40 +130,24 @@ class PoolExhaustedError(TimeoutError):
     is overloaded, PostgreSQL is not known to be unwell."""
 
 
-@contextlib.asynccontextmanager
-async def acquire(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[PoolConnectionProxy]:  # noqa: ASYNC109 - passed to the pool
-    """A connection from ``pool`` for the block, failing with what went wrong: a
+@asynccontextmanager
+async def acquire(
+    pool: asyncpg.Pool,
+    timeout: float,  # noqa: ASYNC109 - the pool's own acquire deadline
+) -> AsyncIterator[PoolConnectionProxy]:
+    """``borrow``, failing with what went wrong when no connection could be had: a
     ``PoolExhaustedError`` when all of the pool's connections were busy throughout, a
     ``DatabaseUnavailableError`` when a connection could not be made."""
-    try:
-        conn: PoolConnectionProxy = await pool.acquire(timeout=timeout)
-    except TimeoutError as exc:
-        if pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0:
-            raise PoolExhaustedError(f"no connection free within {timeout} s") from exc
-        raise DatabaseUnavailableError(f"no connection made within {timeout} s") from exc
-    except CONNECTING_ERRORS as exc:
-        raise DatabaseUnavailableError(f"cannot connect: {exc!r}") from exc
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            conn = await stack.enter_async_context(borrow(pool, timeout))
+        except TimeoutError as exc:
+            if pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0:
+                raise PoolExhaustedError(f"no connection free within {timeout} s") from exc
+            raise DatabaseUnavailableError(f"no connection made within {timeout} s") from exc
+        except CONNECTING_ERRORS as exc:
+            raise DatabaseUnavailableError(f"cannot connect: {exc!r}") from exc
         yield conn
-    finally:
-        await pool.release(conn)
-
-
-@dataclass(frozen=True, slots=True)
-class Database:
-    """The pools a process uses. ``replica`` is the primary when no replica is configured."""
-
-    primary: asyncpg.Pool
-    replica: asyncpg.Pool
-    acquire_timeout: float
-
-    def writer(self) -> PoolAcquireContext:
-        """A primary connection, waiting at most the acquire timeout."""
-        return self.primary.acquire(timeout=self.acquire_timeout)
-
-    def reader(self) -> PoolAcquireContext:
-        """A connection for reads that tolerate replica lag."""
-        return self.replica.acquire(timeout=self.acquire_timeout)
 
 
 def pool_options(settings: DatabaseSettings, application_name: str) -> dict[str, Any]:

@@ -12,11 +12,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import MaxConnectionsError, RedisError
 
-from herald_shared.resilience import Breaker
+from herald_shared.resilience import Breaker, BreakerOpenError
 from herald_shared.settings import RedisSettings
 
 #: Errors meaning "Redis cannot answer right now" (callers fall back on any of them).
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+#: What a call guarded by the Redis breaker raises when Redis cannot answer (or was not asked).
+REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (BreakerOpenError, *REDIS_ERRORS)
 
 #: Errors of this process, not of Redis: every local connection was busy.
 POOL_EXHAUSTED: tuple[type[BaseException], ...] = (MaxConnectionsError,)

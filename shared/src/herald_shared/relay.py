@@ -41,7 +41,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind
 
-from herald_shared.db import Connection
+from herald_shared.db import Connection, borrow
 from herald_shared.messaging.connection import BROKER_ERRORS, connect_once, open_channel
 from herald_shared.messaging.publisher import UnroutableError, build_message, publish_confirmed
 from herald_shared.messaging.topology import declare_exchange
@@ -273,7 +273,7 @@ class OutboxRelay:
         exchange = self._exchange
         timeout = self._amqp.publish_timeout_seconds
         failure: BaseException | None = None
-        acquire = self._pool.acquire(timeout=self._amqp.publish_timeout_seconds)
+        acquire = borrow(self._pool, self._amqp.publish_timeout_seconds)
         async with acquire as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM, self._settings.batch_size)
             if not rows:

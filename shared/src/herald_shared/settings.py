@@ -12,6 +12,8 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from herald_shared.secret_strength import MIN_SECRET_BYTES, secret_weakness
+
 DEV_CURSOR_SECRET = "dev-only-cursor-secret-change-me"  # noqa: S105 - refused in production
 
 
@@ -54,7 +56,7 @@ class DatabaseSettings(BaseSettings):
 
 
 class SecuritySettings(BaseSettings):
-    """Secrets and environment; placeholder secrets are refused in production."""
+    """Secrets and environment; in production a secret must be 32 random bytes, hex or base64."""
 
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
 
@@ -64,11 +66,12 @@ class SecuritySettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Self:
         if self.env is Environment.PRODUCTION:
-            secret = self.cursor_secret.get_secret_value()
-            if secret == DEV_CURSOR_SECRET or len(secret) < 32:
+            weakness = secret_weakness(self.cursor_secret.get_secret_value())
+            if weakness is not None:
                 raise ValueError(
-                    "HERALD_CURSOR_SECRET must be set to a random value of at least 32 "
-                    "characters in production"
+                    f"HERALD_CURSOR_SECRET must be at least {MIN_SECRET_BYTES} random bytes, "
+                    f"hex or base64 (openssl rand -base64 {MIN_SECRET_BYTES}), in production: "
+                    f"{weakness}"
                 )
         return self
 

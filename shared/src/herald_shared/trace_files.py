@@ -10,9 +10,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import structlog
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
+
+_log = structlog.get_logger(__name__)
 
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:
@@ -42,11 +45,23 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
 
 
 class JsonLinesSpanExporter(SpanExporter):
-    """Appends each finished span as one JSON object per line to ``<dir>/<service>-<pid>.jsonl``."""
+    """Appends each finished span as one JSON object per line to ``<dir>/<service>-<pid>.jsonl``.
+
+    A directory that cannot be created (a read-only file system, another owner) costs the spans,
+    not the service: it is reported once, and each export fails until the directory is usable.
+    """
 
     def __init__(self, directory: str | Path, service: str) -> None:
         self._dir = Path(directory)
-        self._dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _log.error(
+                "trace directory is not writable; spans are not recorded "
+                "(set HERALD_TRACE_DIR to a writable directory or OTEL_EXPORTER_OTLP_ENDPOINT)",
+                directory=str(self._dir),
+                error=repr(exc),
+            )
         self._path = self._dir / f"{service}-{os.getpid()}.jsonl"
         self._lock = threading.Lock()
 

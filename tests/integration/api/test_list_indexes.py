@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from herald_api.cursors import Position
-from herald_api.repositories import ListQuery, build_list_sql
+from herald_api.paging.cursors import Position
+from herald_api.posts.repository import ListQuery, build_list_sql
 from herald_shared.migrate import upgrade
 from herald_shared.settings import DatabaseSettings
 from tests.support.databases import create_database, drop_database, dsn_for

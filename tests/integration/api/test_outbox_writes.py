@@ -170,7 +170,10 @@ async def test_a_failed_event_insert_rolls_back_the_create(
             "/v1/posts", json={"title": refused_title, "body": "B"}, headers=key.headers
         )
     assert_problem(response, 500)
-    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["unhandled error"]
+    # Logged once. (The app's relay may log errors of its own meanwhile, e.g. events it holds
+    # back because no consumer's queue is bound in this test.)
+    errors = [e["event"] for e in logs if e["log_level"] == "error"]
+    assert errors.count("unhandled error") == 1, errors
     count = await db_pool.fetchval(
         "SELECT count(*) FROM posts WHERE author_id = $1", key.account_id
     )

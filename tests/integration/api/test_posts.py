@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from herald_api.schemas import MAX_BODY_CHARS, MAX_TAGS, MAX_TITLE_CHARS
+from herald_api.posts.schemas import MAX_BODY_CHARS, MAX_TAGS, MAX_TITLE_CHARS
 from tests.conftest import MakeKey
 from tests.support.http import assert_problem, create_post
 

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import redis.asyncio as redis
 
-from herald_api.post_reads import entry_of
-from herald_api.repositories import fetch_post
+from herald_api.posts.reads import entry_of
+from herald_api.posts.repository import fetch_post
 from herald_api.settings import Settings
 from herald_shared.cache import CacheKeys, decode_entry, revision
 from herald_shared.cache import version_of as version_of_revision
@@ -29,10 +29,10 @@ from tests.conftest import MakeKey
 from tests.support.apps import RunningApi, running_api
 from tests.support.broker import Broker
 from tests.support.cache import REDIS_URL
+from tests.support.faults import FaultProxy
 from tests.support.http import create_published, version_of
 from tests.support.measurements import percentile, report
 from tests.support.network import with_port
-from tests.support.proxies import holding_proxy
 from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
@@ -146,7 +146,7 @@ async def test_no_read_starting_after_an_invalidation_returns_an_older_version(
     assert target.port is not None
     queues = processes.invalidator_queues()
     async with (
-        holding_proxy(target.hostname, target.port, latency=REPLICA_LATENCY) as slow_replica,
+        FaultProxy(target.hostname, target.port) as slow_replica,
         running_api(
             replace(
                 invalidator_only(settings),
@@ -161,6 +161,7 @@ async def test_no_read_starting_after_an_invalidation_returns_an_older_version(
         processes.invalidator(redis_url=REDIS_URL) as invalidator,
         redis.Redis.from_url(REDIS_URL) as tombstones,
     ):
+        slow_replica.latency(REPLICA_LATENCY, to_server=False)
         author, reader = await make_key(), await make_key()
         posts = [uuid.UUID((await create_published(api.http, author))["id"]) for _ in range(3)]
         await broker.wait_drained(queues)

@@ -13,17 +13,17 @@ import asyncpg
 import httpx
 import redis.asyncio as redis
 
-from herald_api.post_reads import entry_of
-from herald_api.repositories import fetch_post
+from herald_api.posts.reads import entry_of
+from herald_api.posts.repository import fetch_post
 from herald_api.settings import Settings
 from herald_shared.apikeys import Role
 from herald_shared.cache import CachedPost, CacheKeys, PostCache, decode_entry
 from herald_shared.settings import DatabaseSettings
 from tests.conftest import MakeKey
 from tests.support.apps import running_api
+from tests.support.faults import FaultProxy
 from tests.support.http import assert_problem, create_published
 from tests.support.network import with_port
-from tests.support.proxies import HoldingProxy
 from tests.support.waiting import wait_until
 
 
@@ -229,7 +229,7 @@ async def test_a_read_joining_a_load_from_before_a_commit_gets_the_committed_ver
     target = urlsplit(database_dsn)
     assert target.hostname is not None
     assert target.port is not None
-    proxy = HoldingProxy(target.hostname, target.port)
+    proxy = FaultProxy(target.hostname, target.port)
     await proxy.start()
     settings = replace(
         settings,

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from tests.support.broker import AMQP_URL, Broker
+from tests.support.faults import FaultProxy
 from tests.support.network import free_port
 from tests.support.processes import ServiceProcess, kill_group
-from tests.support.proxies import TcpProxy
 from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
@@ -25,8 +25,8 @@ EXIT_MARGIN = 3.0
 
 
 @pytest.fixture
-async def broker_proxy() -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy("127.0.0.1", 5672)
+async def broker_proxy() -> AsyncIterator[FaultProxy]:
+    proxy = FaultProxy("127.0.0.1", 5672)
     await proxy.start()
     try:
         yield proxy
@@ -35,7 +35,7 @@ async def broker_proxy() -> AsyncIterator[TcpProxy]:
 
 
 async def start_behind(
-    proxy: TcpProxy, processes: Processes, name: str
+    proxy: FaultProxy, processes: Processes, name: str
 ) -> tuple[ServiceProcess, str]:
     """A consumer process talking to the broker through ``proxy``; returns it and its health
     endpoint's base URL once it consumes."""
@@ -61,7 +61,7 @@ async def get(base_url: str, path: str, *, seconds: float = 10.0) -> httpx.Respo
 
 @pytest.mark.parametrize("fault", ["cut", "blackhole"])
 async def test_sigterm_during_a_broker_outage_exits_within_the_grace_period(
-    fault: str, broker_proxy: TcpProxy, processes: Processes, consumer_name: str
+    fault: str, broker_proxy: FaultProxy, processes: Processes, consumer_name: str
 ) -> None:
     consumer, _ = await start_behind(broker_proxy, processes, consumer_name)
     getattr(broker_proxy, fault)()
@@ -74,7 +74,7 @@ async def test_sigterm_during_a_broker_outage_exits_within_the_grace_period(
 
 
 async def test_metrics_answer_while_the_broker_is_blackholed(
-    broker_proxy: TcpProxy, processes: Processes, consumer_name: str
+    broker_proxy: FaultProxy, processes: Processes, consumer_name: str
 ) -> None:
     consumer, base_url = await start_behind(broker_proxy, processes, consumer_name)
     assert (await get(base_url, "/metrics")).status_code == 200

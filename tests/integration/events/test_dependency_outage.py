@@ -18,9 +18,9 @@ import pytest
 from herald_shared.messaging.headers import ATTEMPTS, REASON
 from tests.integration.events.conftest import effects, post_created, wait_for_effects
 from tests.support.broker import FAST_RETRY_DELAYS, Broker
+from tests.support.faults import FaultProxy
 from tests.support.network import with_port
 from tests.support.processes import ServiceProcess
-from tests.support.proxies import TcpProxy
 from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
@@ -47,7 +47,7 @@ async def test_a_database_outage_pauses_intake_and_dead_letters_nothing(
     consumer_name: str,
 ) -> None:
     target = urlsplit(database_dsn)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    proxy = FaultProxy(target.hostname or "127.0.0.1", target.port or 5432)
     await proxy.start()
     try:
         consumer = processes.start(

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from herald_api.ratelimit import LimitResult, RateLimiter
+from herald_api.access.ratelimit import LimitResult, RateLimiter
 from herald_shared.cache import CacheKeys
 from herald_shared.resilience import Breaker
 from tests.support.cache import REDIS_URL

@@ -18,8 +18,8 @@ from herald_shared.settings import AmqpSettings
 from tests.conftest import MakeKey
 from tests.integration.relay.conftest import Listen, unpublished, wait_published
 from tests.support.apps import running_api
+from tests.support.faults import FaultProxy
 from tests.support.http import create_post
-from tests.support.proxies import TcpProxy
 from tests.support.waiting import wait_until
 
 WRITES = 20
@@ -52,7 +52,7 @@ async def test_writes_succeed_while_the_broker_is_away_and_go_out_once_when_it_r
     db_pool: asyncpg.Pool,
     listen: Listen,
 ) -> None:
-    proxy = TcpProxy("127.0.0.1", 5672)
+    proxy = FaultProxy("127.0.0.1", 5672)
     await proxy.start()
     via_proxy = dataclasses.replace(
         settings,

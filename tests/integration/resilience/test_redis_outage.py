@@ -19,8 +19,8 @@ from herald_shared.settings import CacheSettings, RateLimitSettings, RedisSettin
 from tests.conftest import ApiKey, MakeKey
 from tests.support.apps import RunningApi, running_api
 from tests.support.broker import Broker
+from tests.support.faults import FaultProxy
 from tests.support.http import assert_problem, create_published, version_of
-from tests.support.proxies import TcpProxy
 from tests.support.services import Processes
 from tests.support.waiting import wait_until
 
@@ -28,8 +28,8 @@ FAILURES = 3
 
 
 @pytest.fixture
-async def redis_proxy() -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy("127.0.0.1", 6379)
+async def redis_proxy() -> AsyncIterator[FaultProxy]:
+    proxy = FaultProxy("127.0.0.1", 6379)
     await proxy.start()
     try:
         yield proxy
@@ -38,7 +38,7 @@ async def redis_proxy() -> AsyncIterator[TcpProxy]:
 
 
 def behind(
-    proxy: TcpProxy, settings: Settings, redis_prefix: str, **rate_limit: object
+    proxy: FaultProxy, settings: Settings, redis_prefix: str, **rate_limit: object
 ) -> Settings:
     return replace(
         settings,
@@ -73,7 +73,7 @@ async def read(api: RunningApi, key: ApiKey, url: str) -> httpx.Response:
 
 
 async def test_the_api_serves_from_postgres_while_redis_is_away_and_recovers_on_its_own(
-    settings: Settings, redis_prefix: str, make_key: MakeKey, redis_proxy: TcpProxy
+    settings: Settings, redis_prefix: str, make_key: MakeKey, redis_proxy: FaultProxy
 ) -> None:
     key = await make_key()
     async with running_api(behind(redis_proxy, settings, redis_prefix)) as api:
@@ -134,7 +134,7 @@ async def test_the_api_serves_from_postgres_while_redis_is_away_and_recovers_on_
 
 
 async def test_a_fail_closed_limiter_answers_503_while_redis_is_away(
-    settings: Settings, redis_prefix: str, make_key: MakeKey, redis_proxy: TcpProxy
+    settings: Settings, redis_prefix: str, make_key: MakeKey, redis_proxy: FaultProxy
 ) -> None:
     key = await make_key()
     fail_closed = behind(redis_proxy, settings, redis_prefix, fail_closed=True)
@@ -166,7 +166,7 @@ async def test_a_fail_closed_limiter_answers_503_while_redis_is_away(
 async def test_the_invalidator_applies_what_it_missed_once_redis_is_back(
     settings: Settings,
     make_key: MakeKey,
-    redis_proxy: TcpProxy,
+    redis_proxy: FaultProxy,
     broker: Broker,
     processes: Processes,
 ) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from herald_api.coalesce import SingleFlight
+from herald_api.posts.single_flight import SingleFlight
 from tests.support.waiting import wait_until
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from herald_api.cursors import CursorCodec, InvalidCursorError, Position, filter_fingerprint
+from herald_api.paging.cursors import CursorCodec, InvalidCursorError, Position, filter_fingerprint
 
 SECRET = "unit-test-secret"
 FINGERPRINT = filter_fingerprint(None, "news", "published")

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased
 from opentelemetry.trace import SpanContext
 
-from herald_api.head_sampling import HeadSampling, sample_at_the_edge
+from herald_api.http.head_sampling import HeadSampling, sample_at_the_edge
 from herald_shared.telemetry import EDGE_ADMITTED, EdgeRatioSampler
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736

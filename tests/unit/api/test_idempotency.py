@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from herald_api.http.problems import Problem
 from herald_api.idempotency import request_fingerprint, validate_key
-from herald_api.problems import Problem
 
 BODY = {"title": "Hello", "body": "World", "tags": ["a", "b"], "status": "draft"}
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from herald_api.preconditions import etag_for, if_match_fails, if_none_match_hits
-from herald_api.problems import Problem
+from herald_api.http.preconditions import etag_for, if_match_fails, if_none_match_hits
+from herald_api.http.problems import Problem
 
 VERSION = 3
 CURRENT = etag_for(VERSION)

@@ -5,7 +5,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from herald_api.schemas import MAX_BODY_CHARS, MAX_TAGS, MAX_TITLE_CHARS, PostCreate, PostPatch
+from herald_api.posts.schemas import (
+    MAX_BODY_CHARS,
+    MAX_TAGS,
+    MAX_TITLE_CHARS,
+    PostCreate,
+    PostPatch,
+)
 
 
 def test_create_defaults_to_an_untagged_draft() -> None:

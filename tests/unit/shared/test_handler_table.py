@@ -137,7 +137,8 @@ def test_mypy_refuses_a_handler_that_does_not_fit_its_model(
     snippet.write_text(source)
     expected = {number for number, line in enumerate(source.splitlines(), 1) if "# error" in line}
     # A cache kept between runs: a cold check of the shared library takes seconds.
-    cache = pytestconfig.cache.mkdir("mypy-handler-table") if pytestconfig.cache else tmp_path
+    cache_plugin = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider
+    cache = cache_plugin.mkdir("mypy-handler-table") if cache_plugin else tmp_path
     out, err, _ = mypy_api.run(
         [
             "--config-file",

@@ -1,5 +1,5 @@
-"""``python -m herald_api`` runs the API server, as ``herald-api`` does."""
+"""``python -m herald_api`` is ``herald-api``."""
 
-from herald_api.serve import main
+from herald_api.main import main
 
 main()

@@ -5,6 +5,9 @@ a second request with the same key while the first is still running gets 409 at 
 waiting. A completed key replays the stored response; the same key with another request body
 is refused with 422. The record commits atomically with the write, so a crash cannot leave a
 write without its record or a record without its write.
+
+``create_once`` is that whole protocol around a route's own insert; every ``POST`` that creates
+a resource goes through it.
 """
 
 from __future__ import annotations
@@ -12,14 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Header
+from pydantic import BaseModel
+from starlette.responses import Response
 
-from herald_api.problems import Problem
+from herald_api.access.keys import Principal
+from herald_api.http.media import JSON
+from herald_api.http.problems import Problem
+from herald_api.lifespan import AppState
 from herald_shared.db import Connection
 
 _MAX_KEY_CHARS = 255
@@ -128,3 +136,67 @@ async def record(
         json.dumps(dict(response.headers)),
         ttl,
     )
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Created(Generic[T]):
+    """What a create wrote: ``value`` for the route's own use after the commit, the response to
+    send, and the response a replay sends (``response`` itself unless given)."""
+
+    value: T
+    response: StoredResponse
+    replay: StoredResponse | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOutcome(Generic[T]):
+    response: Response
+    #: What this request created; None when ``response`` replays an earlier request's.
+    created: T | None
+
+
+def replayed(stored: StoredResponse) -> Response:
+    return Response(
+        stored.body,
+        stored.status,
+        headers={**stored.headers, "Idempotent-Replayed": "true"},
+        media_type=JSON,
+    )
+
+
+def answered(stored: StoredResponse) -> Response:
+    return Response(stored.body, stored.status, headers=dict(stored.headers), media_type=JSON)
+
+
+async def create_once(
+    state: AppState,
+    principal: Principal,
+    idempotency_key: str | None,
+    *,
+    path: str,
+    payload: BaseModel,
+    create: Callable[[Connection], Awaitable[Created[T]]],
+) -> CreateOutcome[T]:
+    """Run ``create`` in one transaction with the idempotency key's claim and record.
+
+    Without a key, ``create`` simply runs in a transaction. With one: 400 when it is malformed,
+    409 while another request holds it, 422 when it came with another body; a completed key
+    answers its stored response again and ``create`` does not run; otherwise the response
+    ``create`` returns is stored in the same transaction as its write.
+    """
+    key = validate_key(idempotency_key) if idempotency_key is not None else None
+    fingerprint = request_fingerprint("POST", path, payload.model_dump())
+    async with state.db.writer() as conn, conn.transaction():
+        if key is not None:
+            stored = await claim(conn, principal.account_id, key, fingerprint)
+            if stored is not None:
+                return CreateOutcome(replayed(stored), None)
+        created = await create(conn)
+        if key is not None:
+            ttl = timedelta(hours=state.settings.server.idempotency_ttl_hours)
+            replay = created.replay or created.response
+            await record(conn, principal.account_id, key, fingerprint, replay, ttl)
+    return CreateOutcome(answered(created.response), created.value)

@@ -12,10 +12,10 @@ from typing import Annotated, TypedDict
 
 from fastapi import Depends, FastAPI, Request
 
-from herald_api.auth import KeyCache
-from herald_api.coalesce import SingleFlight
-from herald_api.cursors import CursorCodec
-from herald_api.ratelimit import RateLimiter
+from herald_api.access.keys import KeyCache
+from herald_api.access.ratelimit import RateLimiter
+from herald_api.paging.cursors import CursorCodec
+from herald_api.posts.single_flight import SingleFlight
 from herald_api.settings import Settings
 from herald_shared.background import running
 from herald_shared.cache import CachedPost, CacheKeys, PostCache

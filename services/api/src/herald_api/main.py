@@ -1,86 +1,38 @@
-"""The API's entry points: ``create_app`` (the ASGI app factory) and ``main`` (the server)."""
+"""The ``herald-api`` command (``python -m herald_api`` too): serve the API with uvicorn.
+
+This module imports nothing that imports ``prometheus_client``: the metrics directory must be in
+the environment before any server process creates a metric, so that ``/metrics`` on any process
+reports every process of the API. The app itself is built by ``herald_api.app`` in each server
+process.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
-from fastapi.telemetry import TelemetryConfig
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from herald_api.body_limit import BodyLimitMiddleware
-from herald_api.head_sampling import sample_at_the_edge
-from herald_api.lifespan import create_lifespan
-from herald_api.problems import install_problem_handlers, problems_as_problem_json
-from herald_api.request_context import RequestContextMiddleware
-from herald_api.routes import health, metrics, posts, search, stats, webhooks
 from herald_api.settings import Settings
 from herald_shared.logs import configure_logging
-from herald_shared.telemetry import configure_tracing
 
-DESCRIPTION = """
-Herald publishes posts and the events they cause.
-
-Authenticate every `/v1` request with `Authorization: Bearer <api key>`
-(create one with `herald keys create --account NAME`). Errors are
-`application/problem+json` (RFC 9457). Writes accept an `Idempotency-Key`;
-`PATCH` and `DELETE` honour `If-Match`.
-"""
+APP_FACTORY = "herald_api.app:create_server_app"
 
 
-NATIVE_TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    app = FastAPI(
-        title="Herald",
-        version="1.0.0",
-        description=DESCRIPTION,
-        lifespan=create_lifespan(settings),
-        # Requests are traced by the OpenTelemetry ASGI instrumentation below, and metered by
-        # Prometheus; FastAPI's own telemetry would wrap every request and dependency again.
-        telemetry=NATIVE_TELEMETRY_OFF,
-    )
-    install_problem_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)
-    if settings.telemetry.enabled:
-        # Outermost, so the request's span is current in every middleware and handler.
-        FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
-        # Outside even that: unsampled requests skip the instrumentation altogether.
-        sample_at_the_edge(app, settings.telemetry.sample_ratio)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(posts.router)
-    app.include_router(search.router)
-    app.include_router(stats.router)
-    app.include_router(webhooks.router)
-    _document_problems(app)
-    return app
-
-
-def _document_problems(app: FastAPI) -> None:
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = problems_as_problem_json(build())
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def create_server_app() -> FastAPI:
-    """The factory each server process calls: settings from the environment, logging set up."""
-    settings = Settings()
-    configure_logging("herald-api", settings.log)
-    configure_tracing("herald-api", settings.telemetry)
-    return create_app(settings)
+def prepare_metrics_directory() -> None:
+    """Point every server process at one empty directory for multi-process metrics."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory is None:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="herald-api-metrics-")
+    else:
+        # Files of an earlier run would be counted again.
+        shutil.rmtree(directory, ignore_errors=True)
+        Path(directory).mkdir(parents=True, exist_ok=True)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -88,6 +40,7 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
+    prepare_metrics_directory()
     settings = Settings()
     configure_logging("herald-api", settings.log)
     server = settings.server
@@ -95,7 +48,7 @@ def main() -> None:
     # before it started: make that handler a clean exit, so a graceful stop exits 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
-        "herald_api.main:create_server_app",
+        APP_FACTORY,
         factory=True,
         host=server.host,
         port=server.port,

@@ -8,10 +8,15 @@ from alembic import context
 from sqlalchemy import Connection, pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from herald_shared.migrate import sqlalchemy_url
+from herald_shared.migrate import MIGRATION_LOCK_KEY, sqlalchemy_url
 
 
 def _run(connection: Connection) -> None:
+    # Runners started together wait here for each other; the next one finds the work done.
+    # A session lock: it outlives the commit below (which leaves alembic free to run a
+    # transaction per migration) and goes with the connection.
+    connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+    connection.commit()
     context.configure(connection=connection, transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from herald_api.lifespan import StateDep
 from herald_shared.db import UNAVAILABLE_ERRORS
-from herald_shared.migrate import current_revision
+from herald_shared.migrate import current_revision, schema_readiness
 
 router = APIRouter(tags=["health"])
 
@@ -28,11 +28,7 @@ async def readyz(state: StateDep) -> JSONResponse:
         async with state.db.writer() as conn:
             revision = await current_revision(conn)
         checks["database"] = "ok"
-        checks["schema"] = (
-            "ok"
-            if revision == state.schema_head
-            else f"at {revision}, expected {state.schema_head}"
-        )
+        checks["schema"] = schema_readiness(revision, state.schema_head)
     except UNAVAILABLE_ERRORS as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())

@@ -7,37 +7,30 @@ client sent an ``Idempotency-Key``, stores the response for replays.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header
 from fastapi.responses import Response
 
-from herald_api import idempotency
-from herald_api.auth import Principal
-from herald_api.dependencies import PrincipalDep, WritePrincipal, read_limit, spend
+from herald_api.access.keys import Principal
+from herald_api.access.principals import CachedRead, WritePrincipal, read_through_cache
+from herald_api.http.media import JSON
+from herald_api.http.preconditions import etag_for, if_match_fails, if_none_match_hits
+from herald_api.http.problems import Problem, problem_responses
+from herald_api.idempotency import Created, IdempotencyKey, StoredResponse, create_once
 from herald_api.lifespan import AppState, StateDep
-from herald_api.listing import (
-    PageParamsDep,
-    decode_cursor,
-    fingerprint_of,
-    page_response,
-    visible_query,
-)
-from herald_api.post_reads import (
-    cache_key,
+from herald_api.posts.listing import ListPlan, plan_list
+from herald_api.posts.reads import (
+    PostLookup,
     fill_list_page,
-    get_cached,
     invalidate_after_write,
     list_generation,
-    list_page_key,
     load_post,
     post_json,
+    post_lookup,
 )
-from herald_api.preconditions import etag_for, if_match_fails, if_none_match_hits
-from herald_api.problems import Problem, problem_responses
-from herald_api.repositories import (
+from herald_api.posts.repository import (
     delete_post,
     insert_post,
     is_enriched,
@@ -45,13 +38,9 @@ from herald_api.repositories import (
     lock_post,
     update_post,
 )
-from herald_api.schemas import (
-    PostCreate,
-    PostOut,
-    PostPage,
-    PostPatch,
-)
+from herald_api.posts.schemas import PostCreate, PostOut, PostPage, PostPatch
 from herald_shared.cache import decode_entry, version_of
+from herald_shared.db import Connection
 from herald_shared.events import EventEnvelope, PostCreated, PostDeleted, PostUpdated
 from herald_shared.metrics import CACHE_LOOKUPS
 from herald_shared.outbox import enqueue_event
@@ -59,13 +48,14 @@ from herald_shared.tracecontext import current_trace_headers
 
 router = APIRouter(prefix="/v1/posts", tags=["posts"])
 
-JSON = "application/json"
 _NOT_FOUND = "No post with this id is visible to you."
 
 IfMatch = Annotated[
     str | None,
     Header(alias="If-Match", description="Apply only if the post's ETag is still this one."),
 ]
+PostRead = Annotated[CachedRead[PostLookup], Depends(read_through_cache(post_lookup))]
+PostListRead = Annotated[CachedRead[ListPlan], Depends(read_through_cache(plan_list))]
 
 
 async def _after_write(state: AppState, post_id: uuid.UUID, version: int) -> None:
@@ -121,21 +111,9 @@ async def create_post(
     payload: PostCreate,
     state: StateDep,
     principal: WritePrincipal,
-    idempotency_key: idempotency.IdempotencyKey = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
-    fingerprint = idempotency.request_fingerprint("POST", router.prefix, payload.model_dump())
-    ttl = timedelta(hours=state.settings.server.idempotency_ttl_hours)
-    async with state.db.writer() as conn, conn.transaction():
-        if key is not None:
-            stored = await idempotency.claim(conn, principal.account_id, key, fingerprint)
-            if stored is not None:
-                return Response(
-                    stored.body,
-                    stored.status,
-                    headers={**stored.headers, "Idempotent-Replayed": "true"},
-                    media_type=JSON,
-                )
+    async def insert(conn: Connection) -> Created[asyncpg.Record]:
         row = await insert_post(
             conn,
             author_id=principal.account_id,
@@ -150,15 +128,15 @@ async def create_post(
             aggregate_version=row["version"],
         )
         await enqueue_event(conn, event, current_trace_headers())
-        response = idempotency.StoredResponse(
-            status=201,
-            body=post_json(row),
-            headers={"Location": f"{router.prefix}/{row['id']}", "ETag": _etag(row)},
-        )
-        if key is not None:
-            await idempotency.record(conn, principal.account_id, key, fingerprint, response, ttl)
-    await _after_write(state, row["id"], row["version"])
-    return Response(response.body, 201, headers=dict(response.headers), media_type=JSON)
+        headers = {"Location": f"{router.prefix}/{row['id']}", "ETag": _etag(row)}
+        return Created(row, StoredResponse(201, post_json(row), headers))
+
+    outcome = await create_once(
+        state, principal, idempotency_key, path=router.prefix, payload=payload, create=insert
+    )
+    if outcome.created is not None:
+        await _after_write(state, outcome.created["id"], outcome.created["version"])
+    return outcome.response
 
 
 @router.get(
@@ -171,30 +149,16 @@ async def create_post(
     },
 )
 async def read_post(
-    post_id: uuid.UUID,
-    request: Request,
-    state: StateDep,
-    principal: PrincipalDep,
+    read: PostRead,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    key = cache_key(state, post_id)
-    # One Redis round trip: the read budget is spent and the cached entry fetched together.
-    limit = await spend(
-        request,
-        state,
-        f"key:{principal.key_id}:r",
-        read_limit(state, principal),
-        bucket="read",
-        also_get=key,
-    )
-    raw = limit.value if limit is not None else await get_cached(state, key)
-    entry = decode_entry(raw) if raw is not None else None
+    entry = decode_entry(read.cached) if read.cached is not None else None
     outcome = "hit"
     if entry is None:
         outcome = "miss"
-        entry = await load_post(state, post_id)
+        entry = await load_post(read.state, read.plan.post_id)
     CACHE_LOOKUPS.labels(outcome).inc()
-    if entry is None or not principal.may_see(entry.author_id, entry.status):
+    if entry is None or not read.principal.may_see(entry.author_id, entry.status):
         raise Problem(404, _NOT_FOUND)
     etag = etag_for(*version_of(entry.version))
     headers = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Cache": outcome}
@@ -272,35 +236,20 @@ async def remove_post(
     description="Keyset pagination: follow `next_cursor` until it is null.",
     responses=problem_responses(400, 401, 422, 429, 503),
 )
-async def list_posts_page(
-    request: Request, state: StateDep, principal: PrincipalDep, params: PageParamsDep
-) -> Response:
-    fingerprint = fingerprint_of(params)
-    after = decode_cursor(state.cursors, params, fingerprint)
-    query = visible_query(principal, params, after)
-    shared_page = list_page_key(state, query, fingerprint)
-    # One Redis round trip: the read budget is spent and a cached first page fetched together.
-    limit = await spend(
-        request,
-        state,
-        f"key:{principal.key_id}:r",
-        read_limit(state, principal),
-        bucket="read",
-        also_get=shared_page,
-    )
-    cached = limit.value if limit is not None else await get_cached(state, shared_page)
-    if cached is not None:
+async def list_posts_page(read: PostListRead) -> Response:
+    state, plan = read.state, read.plan
+    if read.cached is not None:
         CACHE_LOOKUPS.labels("hit").inc()
-        return Response(cached, media_type=JSON, headers={"X-Cache": "hit"})
-    generation = await list_generation(state) if shared_page is not None else None
+        return Response(read.cached, media_type=JSON, headers={"X-Cache": "hit"})
+    generation = await list_generation(state) if plan.cache_key is not None else None
     rows: list[asyncpg.Record] = []
-    if query is not None:
+    if plan.query is not None:
         async with state.db.reader() as conn:
-            rows = await list_posts(conn, query)
-    response = page_response(rows, params.limit, state.cursors, fingerprint, ranked=False)
-    if shared_page is not None:
+            rows = await list_posts(conn, plan.query)
+    response = plan.pager.response(PostPage, rows)
+    if plan.cache_key is not None:
         CACHE_LOOKUPS.labels("miss").inc()
         response.headers["X-Cache"] = "miss"
         if generation is not None:
-            await fill_list_page(state, shared_page, generation, bytes(response.body))
+            await fill_list_page(state, plan.cache_key, generation, bytes(response.body))
     return response

@@ -8,18 +8,13 @@ import asyncpg
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from herald_api.dependencies import ReadPrincipal
+from herald_api.access.principals import ReadPrincipal
+from herald_api.http.problems import Problem, problem_responses
 from herald_api.lifespan import StateDep
-from herald_api.listing import (
-    PageParamsDep,
-    decode_cursor,
-    fingerprint_of,
-    page_response,
-    visible_query,
-)
-from herald_api.problems import Problem, problem_responses
-from herald_api.repositories import search_posts
-from herald_api.schemas import PostPage
+from herald_api.paging.pages import Pager
+from herald_api.posts.listing import PageParamsDep, fingerprint_of, visible_query
+from herald_api.posts.repository import search_posts
+from herald_api.posts.schemas import PostPage
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
@@ -56,13 +51,10 @@ async def search(
     q: Annotated[str | None, Query(description="What to search for.")] = None,
 ) -> Response:
     text = _checked(q)
-    fingerprint = fingerprint_of(params, "search", text)
-    after = decode_cursor(state.cursors, params, fingerprint)
-    if after is not None and after.rank is None:
-        raise Problem(400, "The cursor does not belong to a search.", type_="invalid-cursor")
-    query = visible_query(principal, params, after)
+    pager = Pager(state.cursors, fingerprint_of(params, "search", text), params.limit, ranked=True)
+    query = visible_query(principal, params, pager.start(params.cursor))
     rows: list[asyncpg.Record] = []
     if query is not None:
         async with state.db.reader() as conn:
             rows = await search_posts(conn, text, query)
-    return page_response(rows, params.limit, state.cursors, fingerprint, ranked=True)
+    return pager.response(PostPage, rows)

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 
-from herald_api.dependencies import ReadPrincipal
+from herald_api.access.principals import ReadPrincipal
+from herald_api.http.problems import problem_responses
 from herald_api.lifespan import StateDep
-from herald_api.problems import problem_responses
+from herald_api.stats.repository import fetch_account_stats
+from herald_api.stats.schemas import AccountStats
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])
-
-
-class AccountStats(BaseModel):
-    account_id: uuid.UUID
-    draft_posts: int
-    published_posts: int
-    total_posts: int
-    total_words: int = Field(description="Words in the bodies of the account's posts.")
-    updated_at: datetime | None = Field(
-        description="When the worker last applied an event; null before the first post."
-    )
 
 
 @router.get(
@@ -35,11 +22,7 @@ class AccountStats(BaseModel):
 )
 async def account_stats(state: StateDep, principal: ReadPrincipal) -> AccountStats:
     async with state.db.reader() as conn:
-        row = await conn.fetchrow(
-            "SELECT draft_posts, published_posts, total_words, updated_at "
-            "FROM account_stats WHERE account_id = $1",
-            principal.account_id,
-        )
+        row = await fetch_account_stats(conn, principal.account_id)
     drafts, published, words = (row[0], row[1], row[2]) if row else (0, 0, 0)
     return AccountStats(
         account_id=principal.account_id,

@@ -14,20 +14,20 @@ resolved addresses, at every delivery.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
-from pydantic import BaseModel
 
-from herald_api import idempotency
-from herald_api.cursors import CursorCodec, InvalidCursorError, Position, filter_fingerprint
-from herald_api.dependencies import ReadPrincipal, WritePrincipal
+from herald_api.access.principals import ReadPrincipal, WritePrincipal
+from herald_api.http.media import json_response
+from herald_api.http.problems import Problem, problem_responses
+from herald_api.idempotency import Created, IdempotencyKey, StoredResponse, create_once
 from herald_api.lifespan import StateDep
-from herald_api.problems import Problem, problem_responses
-from herald_api.webhook_repository import (
+from herald_api.paging.cursors import filter_fingerprint
+from herald_api.paging.pages import Cursor, Limit, Pager
+from herald_api.webhooks.repository import (
     count_webhooks,
     delete_webhook,
     fetch_webhook,
@@ -38,8 +38,7 @@ from herald_api.webhook_repository import (
     replace_secret,
     update_webhook,
 )
-from herald_api.webhook_schemas import (
-    DeliveryOut,
+from herald_api.webhooks.schemas import (
     DeliveryPage,
     DeliveryStatus,
     WebhookCreate,
@@ -49,17 +48,14 @@ from herald_api.webhook_schemas import (
     WebhookPatch,
     WebhookSecret,
 )
+from herald_shared.db import Connection
 from herald_shared.webhooks.settings import WebhookSettings
 from herald_shared.webhooks.signing import generate_secret
 from herald_shared.webhooks.ssrf import UnsafeTargetError, check_url
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
-JSON = "application/json"
 _NOT_FOUND = "No webhook with this id belongs to your account."
-
-Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 
 
 async def webhook_settings(state: StateDep) -> WebhookSettings:
@@ -81,28 +77,6 @@ def _check_target(url: str, settings: WebhookSettings) -> None:
         ) from None
 
 
-def _json(model: BaseModel) -> Response:
-    return Response(model.model_dump_json().encode(), media_type=JSON)
-
-
-def _decode(codec: CursorCodec, cursor: str | None, fingerprint: str) -> Position | None:
-    if cursor is None:
-        return None
-    try:
-        return codec.decode(cursor, fingerprint)
-    except InvalidCursorError as exc:
-        raise Problem(400, str(exc), type_="invalid-cursor") from None
-
-
-def _next_cursor(
-    rows: list[asyncpg.Record], limit: int, codec: CursorCodec, fingerprint: str
-) -> str | None:
-    if len(rows) <= limit:
-        return None
-    last = rows[limit - 1]
-    return codec.encode(Position(last["created_at"], last["id"]), fingerprint)
-
-
 @router.post(
     "",
     status_code=201,
@@ -116,21 +90,11 @@ async def create_webhook(
     state: StateDep,
     principal: WritePrincipal,
     settings: WebhookSettingsDep,
-    idempotency_key: idempotency.IdempotencyKey = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     _check_target(payload.url, settings)
-    key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
-    fingerprint = idempotency.request_fingerprint("POST", router.prefix, payload.model_dump())
-    async with state.db.writer() as conn, conn.transaction():
-        if key is not None:
-            stored = await idempotency.claim(conn, principal.account_id, key, fingerprint)
-            if stored is not None:
-                return Response(
-                    stored.body,
-                    stored.status,
-                    headers={**stored.headers, "Idempotent-Replayed": "true"},
-                    media_type=JSON,
-                )
+
+    async def insert(conn: Connection) -> Created[asyncpg.Record]:
         await lock_account_webhooks(conn, principal.account_id)
         if await count_webhooks(conn, principal.account_id) >= settings.max_per_account:
             raise Problem(
@@ -148,21 +112,20 @@ async def create_webhook(
             secret=secret,
         )
         created = WebhookCreated.model_validate({**dict(row), "secret": secret})
-        response = idempotency.StoredResponse(
-            status=201,
-            body=created.model_dump_json().encode(),
-            headers={"Location": f"{router.prefix}/{row['id']}"},
-        )
-        if key is not None:
+        headers = {"Location": f"{router.prefix}/{row['id']}"}
+        return Created(
+            row,
+            StoredResponse(201, created.model_dump_json().encode(), headers),
             # The secret is shown once: a replay answers without it (rotate to get a new one).
-            replay = idempotency.StoredResponse(
-                status=201,
-                body=WebhookOut.model_validate(dict(row)).model_dump_json().encode(),
-                headers=response.headers,
-            )
-            ttl = timedelta(hours=state.settings.server.idempotency_ttl_hours)
-            await idempotency.record(conn, principal.account_id, key, fingerprint, replay, ttl)
-    return Response(response.body, 201, headers=dict(response.headers), media_type=JSON)
+            replay=StoredResponse(
+                201, WebhookOut.model_validate(dict(row)).model_dump_json().encode(), headers
+            ),
+        )
+
+    outcome = await create_once(
+        state, principal, idempotency_key, path=router.prefix, payload=payload, create=insert
+    )
+    return outcome.response
 
 
 @router.get(
@@ -175,15 +138,11 @@ async def create_webhook(
 async def list_webhooks_page(
     state: StateDep, principal: ReadPrincipal, limit: Limit = 20, cursor: Cursor = None
 ) -> Response:
-    fingerprint = filter_fingerprint("webhooks")
-    after = _decode(state.cursors, cursor, fingerprint)
+    pager = Pager(state.cursors, filter_fingerprint("webhooks"), limit)
+    after = pager.start(cursor)
     async with state.db.reader() as conn:
         rows = await list_webhooks(conn, principal.account_id, limit, after)
-    page = WebhookPage(
-        items=[WebhookOut.model_validate(dict(row)) for row in rows[:limit]],
-        next_cursor=_next_cursor(rows, limit, state.cursors, fingerprint),
-    )
-    return _json(page)
+    return pager.response(WebhookPage, rows)
 
 
 @router.get(
@@ -199,7 +158,7 @@ async def read_webhook(
         row = await fetch_webhook(conn, principal.account_id, webhook_id)
     if row is None:
         raise Problem(404, _NOT_FOUND)
-    return _json(WebhookOut.model_validate(dict(row)))
+    return json_response(WebhookOut.model_validate(dict(row)))
 
 
 @router.patch(
@@ -222,7 +181,7 @@ async def patch_webhook(
         row = await update_webhook(conn, principal.account_id, webhook_id, changes)
     if row is None:
         raise Problem(404, _NOT_FOUND)
-    return _json(WebhookOut.model_validate(dict(row)))
+    return json_response(WebhookOut.model_validate(dict(row)))
 
 
 @router.delete(
@@ -256,7 +215,7 @@ async def rotate_secret(
         replaced = await replace_secret(conn, principal.account_id, webhook_id, secret)
     if not replaced:
         raise Problem(404, _NOT_FOUND)
-    return _json(WebhookSecret(id=webhook_id, secret=secret))
+    return json_response(WebhookSecret(id=webhook_id, secret=secret))
 
 
 @router.get(
@@ -277,14 +236,10 @@ async def list_deliveries_page(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> Response:
-    fingerprint = filter_fingerprint("deliveries", webhook_id, status)
-    after = _decode(state.cursors, cursor, fingerprint)
+    pager = Pager(state.cursors, filter_fingerprint("deliveries", webhook_id, status), limit)
+    after = pager.start(cursor)
     async with state.db.reader() as conn:
         if await fetch_webhook(conn, principal.account_id, webhook_id) is None:
             raise Problem(404, _NOT_FOUND)
         rows = await list_deliveries(conn, webhook_id, limit, after, status)
-    page = DeliveryPage(
-        items=[DeliveryOut.model_validate(dict(row)) for row in rows[:limit]],
-        next_cursor=_next_cursor(rows, limit, state.cursors, fingerprint),
-    )
-    return _json(page)
+    return pager.response(DeliveryPage, rows)

@@ -28,7 +28,7 @@ import structlog
 from asyncpg.pool import PoolConnectionProxy
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from herald_shared.db import UNAVAILABLE_ERRORS, Connection
+from herald_shared.db import UNAVAILABLE_ERRORS, Connection, borrow
 
 _log = structlog.get_logger(__name__)
 _JOB_FAILURES: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError)
@@ -54,10 +54,7 @@ class JobRun:
         """A connection in a transaction of its own, committed when the block ends; raises if
         the job's lock was lost."""
         await self._leader.execute("SELECT 1")
-        async with (
-            self._pool.acquire(timeout=_ACQUIRE_TIMEOUT_SECONDS) as conn,
-            conn.transaction(),
-        ):
+        async with borrow(self._pool, _ACQUIRE_TIMEOUT_SECONDS) as conn, conn.transaction():
             yield conn
 
 
@@ -71,7 +68,7 @@ class PeriodicJob:
 
 async def run_if_due(pool: asyncpg.Pool, job: PeriodicJob, stop: asyncio.Event) -> bool:
     """Run ``job`` if no other replica runs it now and its period has passed; True if it ran."""
-    async with pool.acquire(timeout=_ACQUIRE_TIMEOUT_SECONDS) as leader, leader.transaction():
+    async with borrow(pool, _ACQUIRE_TIMEOUT_SECONDS) as leader, leader.transaction():
         locked = await leader.fetchval(
             "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", _LOCK_CLASS, job.name
         )
@@ -79,7 +76,7 @@ async def run_if_due(pool: asyncpg.Pool, job: PeriodicJob, stop: asyncio.Event) 
             return False
         # Its own transaction: the leader's must stay free of writes (and of an xid) while it
         # is held open.
-        async with pool.acquire(timeout=_ACQUIRE_TIMEOUT_SECONDS) as conn:
+        async with borrow(pool, _ACQUIRE_TIMEOUT_SECONDS) as conn:
             claimed = await conn.fetchval(
                 """
             INSERT INTO periodic_jobs (name, last_started_at, runs) VALUES ($1, now(), 1)
@@ -94,7 +91,7 @@ async def run_if_due(pool: asyncpg.Pool, job: PeriodicJob, stop: asyncio.Event) 
         if not claimed:
             return False
         result = await job.run(JobRun(pool, leader, stop))
-        async with pool.acquire(timeout=_ACQUIRE_TIMEOUT_SECONDS) as conn:
+        async with borrow(pool, _ACQUIRE_TIMEOUT_SECONDS) as conn:
             await conn.execute(
                 "UPDATE periodic_jobs SET last_finished_at = clock_timestamp(), last_result = $2 "
                 "WHERE name = $1",

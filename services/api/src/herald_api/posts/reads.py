@@ -1,0 +1,157 @@
+"""The cached read path of posts: one post cache-aside over Redis with coalesced misses, the
+first list pages every viewer sees alike, and the invalidation a writer applies right after its
+commit.
+
+A hit costs one Redis round trip (``read_through_cache`` fetches the entry with the read
+budget). A miss reads PostgreSQL (the replica when configured) once per process however many
+requests are waiting, and fills the cache unless an invalidation for a newer version got there
+first. Any Redis failure degrades to reading PostgreSQL; it never fails the request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from fastapi import Request
+
+from herald_api.lifespan import AppState, get_state
+from herald_api.posts.repository import ListQuery, fetch_post, is_enriched
+from herald_api.posts.schemas import PostOut
+from herald_shared.cache import CachedPost, revision
+from herald_shared.redis_client import REDIS_UNAVAILABLE
+
+_log = structlog.get_logger(__name__)
+
+
+def post_json(row: asyncpg.Record) -> bytes:
+    return PostOut.model_validate(dict(row)).model_dump_json().encode()
+
+
+def entry_of(row: asyncpg.Record) -> CachedPost:
+    return CachedPost(
+        revision(row["version"], is_enriched(row)), row["status"], row["author_id"], post_json(row)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PostLookup:
+    """A read of one post: the key its cached entry is fetched under (None when the cache is
+    off or Redis is down), fetched by ``read_through_cache`` with the read budget."""
+
+    post_id: uuid.UUID
+    cache_key: str | None
+
+
+async def post_lookup(post_id: uuid.UUID, request: Request) -> PostLookup:
+    state = await get_state(request)
+    if state.cache is None or state.redis_breaker.is_open:
+        return PostLookup(post_id, None)
+    return PostLookup(post_id, state.cache.keys.post(post_id))
+
+
+@dataclass(frozen=True, slots=True)
+class _LoadedPost(CachedPost):
+    #: The cache took it: it was still current after every caller of the load had arrived.
+    confirmed: bool = False
+
+
+async def load_post(state: AppState, post_id: uuid.UUID) -> CachedPost | None:
+    """Read the post from PostgreSQL (one read per process for concurrent misses) and fill.
+
+    A caller that joined a load someone else started may have arrived after an invalidation
+    that the load's read predates. Unless the load's fill was accepted (which proves the row
+    was current when every joined caller had arrived), a joined caller reads again, in a load
+    that starts after it arrived. At most two loads per caller, still shared.
+    """
+    for _ in range(2):
+        started_here = False
+
+        async def load() -> CachedPost | None:
+            nonlocal started_here
+            started_here = True
+            async with state.db.reader() as conn:
+                row = await fetch_post(conn, post_id)
+            if row is None:
+                return None
+            entry = entry_of(row)
+            stored = await fill(state, post_id, entry)
+            return _LoadedPost(
+                entry.version, entry.status, entry.author_id, entry.body, confirmed=stored is True
+            )
+
+        entry = await state.post_reads.run(post_id, load)
+        if started_here or (isinstance(entry, _LoadedPost) and entry.confirmed):
+            break
+    return entry
+
+
+async def fill(state: AppState, post_id: uuid.UUID, entry: CachedPost) -> bool | None:
+    """Whether the entry was stored (False: refused as stale); None when not attempted."""
+    if state.cache is None or state.redis_breaker.is_open:
+        return None
+    try:
+        async with state.redis_breaker.guard():
+            return await state.cache.fill(post_id, entry)
+    except REDIS_UNAVAILABLE as exc:
+        _log.debug("cache fill skipped", post_id=str(post_id), error=repr(exc))
+        return None
+
+
+async def invalidate_after_write(state: AppState, post_id: uuid.UUID, version: int) -> None:
+    """Best effort, right after commit: the writer reads its own write at once. The
+    cache-invalidator applies the same invalidation from the event, which is the guarantee.
+
+    ``version`` is the post's version after the write (its deletion counts as one more).
+    """
+    if (
+        state.cache is None
+        or not state.settings.cache.invalidate_on_write
+        or state.redis_breaker.is_open
+    ):
+        return
+    try:
+        async with state.redis_breaker.guard():
+            await state.cache.invalidate(post_id, revision(version, enriched=False))
+    except REDIS_UNAVAILABLE as exc:
+        _log.debug("invalidation after write skipped", post_id=str(post_id), error=repr(exc))
+
+
+def list_page_key(state: AppState, query: ListQuery | None, fingerprint: str) -> str | None:
+    """The cache key of a first page every viewer sees alike, or None when not cacheable.
+
+    Only published posts qualify (any author or tag filter): a page that may hold drafts
+    depends on who asks.
+    """
+    if (
+        state.cache is None
+        or query is None
+        or query.after is not None
+        or query.status != "published"
+        or query.visible_to is not None
+        or state.redis_breaker.is_open
+    ):
+        return None
+    return state.cache.keys.list_page(f"{fingerprint}:{query.limit}")
+
+
+async def list_generation(state: AppState) -> bytes | None:
+    if state.cache is None:
+        return None
+    try:
+        async with state.redis_breaker.guard():
+            return await state.cache.list_generation()
+    except REDIS_UNAVAILABLE:
+        return None
+
+
+async def fill_list_page(state: AppState, key: str, generation: bytes, body: bytes) -> None:
+    if state.cache is None:
+        return
+    try:
+        async with state.redis_breaker.guard():
+            await state.cache.fill_list(key, generation, body)
+    except REDIS_UNAVAILABLE as exc:
+        _log.debug("list page fill skipped", error=repr(exc))
