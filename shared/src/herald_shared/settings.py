@@ -100,6 +100,13 @@ class AmqpSettings(BaseSettings):
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     reconnect_interval_seconds: float = Field(default=1.0, gt=0)
     quorum_queues: bool = True
+    at_least_once_dead_lettering: bool = Field(
+        default=True,
+        description=(
+            "Quorum queues: the broker keeps what it dead-letters until the target confirmed it. "
+            "False only where a broker's dead-letter workers are known to be fragile (0029)."
+        ),
+    )
 
 
 class RelaySettings(BaseSettings):

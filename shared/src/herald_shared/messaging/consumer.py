@@ -107,6 +107,7 @@ class Consumer:
             retry_delays=settings.retry_delays_seconds,
             quorum=amqp.quorum_queues,
             delivery_limit=settings.delivery_limit,
+            at_least_once=amqp.at_least_once_dead_lettering,
         )
         self._handlers = handlers
         self._dispatcher = Dispatcher(name, db=db, settings=settings, after_commit=after_commit)

@@ -12,7 +12,9 @@ times (one that kills its consumer, say) — moves at least once: the source que
 message until the target queue has confirmed it (``x-dead-letter-strategy: at-least-once``,
 which needs ``x-overflow: reject-publish``; RabbitMQ ≥ 3.10). Without quorum queues
 (``HERALD_AMQP_QUORUM_QUEUES=false``, for brokers that have none) the queues are classic:
-nothing limits redeliveries, and the broker's dead-lettering is at most once.
+nothing limits redeliveries, and the broker's dead-lettering is at most once; so it is with
+``HERALD_AMQP_AT_LEAST_ONCE_DEAD_LETTERING=false``, for brokers whose dead-letter workers are
+fragile (RabbitMQ 3.10, decision 0029).
 
 Quorum retry queues have names of their own (``….retry.<ms>ms.quorum``): the classic retry
 queues of earlier versions cannot be changed into them, and drain into the main queue by
@@ -53,6 +55,8 @@ class ConsumerQueues:
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
     quorum: bool = True
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    #: Quorum queues only: dead-letter at least once (see the module's docstring).
+    at_least_once: bool = True
 
     @property
     def main(self) -> str:
@@ -72,15 +76,11 @@ class ConsumerQueues:
 
     def arguments(self) -> dict[str, dict[str, FieldValue]]:
         """Each queue's declaration arguments, by name."""
-        if self.quorum:
-            kind: dict[str, FieldValue] = {"x-queue-type": "quorum"}
+        kind: dict[str, FieldValue] = {"x-queue-type": "quorum"} if self.quorum else {}
+        safely: dict[str, FieldValue] = {}
+        if self.quorum and self.at_least_once:
             # Dead-letter at least once: kept here until the target queue confirmed it.
-            safely: dict[str, FieldValue] = {
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
-            }
-        else:
-            kind, safely = {}, {}
+            safely = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
         limit: dict[str, FieldValue] = (
             {"x-delivery-limit": self.delivery_limit} if self.quorum else {}
         )
@@ -153,6 +153,7 @@ def consumer_queues(
     retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
     quorum: bool = True,
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+    at_least_once: bool = True,
 ) -> ConsumerQueues:
     return ConsumerQueues(
         namespace=namespace,
@@ -160,4 +161,5 @@ def consumer_queues(
         retry_delays=tuple(retry_delays),
         quorum=quorum,
         delivery_limit=delivery_limit,
+        at_least_once=at_least_once,
     )
