@@ -219,6 +219,11 @@ class ChaosSystem:
             await self.pool.close()
         await self.servers.restore()
         await self.servers.postgres.drop_database(self.database)
+        # RabbitMQ 3.10: deleting quorum queues with at-least-once dead-lettering while their
+        # dead-letter workers are still starting (just after the node started) crashes those
+        # workers, and two crashes within 5 s stop the node's supervisor of them for good: every
+        # such queue declared afterwards fails with INTERNAL_ERROR (decision 0029).
+        await self.servers.rabbitmq.settled(self.servers.rabbitmq.started_at)
         await self._delete_namespace()
         client = self.servers.redis.client()
         try:

@@ -59,14 +59,6 @@ async def test_rabbitmq_killed_and_restarted_twice_under_load_loses_nothing(
         assert_kept(report)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SIGTERM hangs during a broker outage (issue 14, corner 1): Consumer._shutdown awaits "
-        "queue.cancel(tag) with no timeout, and on a robust channel that waits for the "
-        "connection to come back, so the shutdown grace is ignored and the process lives on"
-    ),
-)
 async def test_consumers_told_to_stop_while_the_broker_is_down_stop_within_their_grace(
     chaos_system: ChaosSystem, scale: Scale
 ) -> None:

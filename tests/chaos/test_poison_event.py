@@ -42,14 +42,6 @@ async def start(system: ChaosSystem, name: str) -> Service:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "poison messages crash-loop (issue 14, corner 3): declare_consumer sets no "
-        "x-delivery-limit on the quorum queues, so an event that kills its consumer "
-        "(os._exit, as an OOM kill would) is redelivered for ever and never dead-lettered"
-    ),
-)
 async def test_a_poison_event_is_dead_lettered_instead_of_crash_looping(
     chaos_system: ChaosSystem,
 ) -> None:

@@ -1,16 +1,27 @@
 """Herald's connection pools: borrowed connections return without a reset round trip, a
-transaction left open is still rolled back, and a broken connection is discarded."""
+transaction left open is still rolled back, a broken connection is discarded, and a failed
+acquire says whether the pool was busy or PostgreSQL could not be reached."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 
-from herald_shared.db import Connection, ConnectionLostError, Database, create_database
+from herald_shared.db import (
+    Connection,
+    ConnectionLostError,
+    Database,
+    DatabaseUnavailableError,
+    PoolExhaustedError,
+    acquire,
+    create_database,
+)
 from herald_shared.settings import DatabaseSettings
+from tests.support.network import free_port, with_port
 
 
 def _settings(dsn: str) -> DatabaseSettings:
@@ -105,3 +116,47 @@ async def test_a_programming_error_is_not_taken_for_a_broken_connection(
         assert not isinstance(raised.value, ConnectionLostError)
         async with db.writer() as conn:
             assert conn.get_server_pid() == _pid_of(raised.value)
+
+
+async def test_an_acquire_that_waited_on_busy_connections_is_an_exhausted_pool(
+    database_dsn: str,
+) -> None:
+    async with create_database(_settings(database_dsn), "herald-test") as db, db.writer():
+        with pytest.raises(PoolExhaustedError):
+            async with acquire(db.primary, 0.1):
+                pytest.fail("a second connection from a pool of one")
+
+
+async def test_an_acquire_that_cannot_connect_is_postgresql_unavailable(database_dsn: str) -> None:
+    refusing = with_port(database_dsn, free_port())
+    pool = await asyncpg.create_pool(refusing, min_size=0, max_size=2)
+    try:
+        with pytest.raises(DatabaseUnavailableError):
+            async with acquire(pool, 1.0):
+                pytest.fail("connected to nothing")
+    finally:
+        await pool.close()
+
+
+async def test_an_acquire_that_times_out_connecting_is_postgresql_unavailable(
+    database_dsn: str,
+) -> None:
+    """A server that accepts connections and never answers (hung, or blackholed)."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    pool = await asyncpg.create_pool(with_port(database_dsn, port), min_size=0, max_size=2)
+    try:
+        with pytest.raises(DatabaseUnavailableError):
+            async with acquire(pool, 0.2):
+                pytest.fail("connected to a silent server")
+    finally:
+        await pool.close()
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()

@@ -37,8 +37,9 @@ def queue_names(
     delay_sets = [DEFAULT_RETRY_DELAYS, *retry_delays]
     for consumer in {*KNOWN_CONSUMERS, *consumers}:
         for delays in delay_sets:
-            queues = consumer_queues(namespace, consumer, retry_delays=delays)
-            names += [queues.main, queues.dead_letter, *queues.retry_queues]
+            for quorum in (True, False):
+                queues = consumer_queues(namespace, consumer, retry_delays=delays, quorum=quorum)
+                names += [queues.main, queues.dead_letter, *queues.retry_queues]
     return sorted(set(names))
 
 
@@ -178,6 +179,14 @@ class Broker:
         try:
             declared = await channel.get_queue(queue, ensure=True)
             await declared.purge()
+        finally:
+            await channel.close()
+
+    async def delete_queue(self, queue: str) -> None:
+        """Delete ``queue`` (its consumers are cancelled by the broker)."""
+        channel = await self._connection.channel()
+        try:
+            await channel.queue_delete(queue)
         finally:
             await channel.close()
 

@@ -4,12 +4,17 @@ Run as ``python -m tests.support.consumer_app``. Configured by environment:
 
 - ``HERALD_TEST_CONSUMER``: the consumer (queue) name;
 - ``HERALD_TEST_BEHAVIOUR``: ``ok``, ``slow:SECONDS``, ``fail-transient:N`` (the first N tries
-  of each event raise a transient error), ``fail-permanent``, or ``fail-until-fixed`` (a
-  permanent error until a row for the consumer exists in ``test_fixed``);
+  of each event raise a transient error), ``fail-permanent``, ``fail-until-fixed`` (a
+  permanent error until a row for the consumer exists in ``test_fixed``), ``fail-oserror``
+  (the handler's own ``OSError``, every try), ``slow-query:SECONDS`` (a query of that long
+  in the inbox transaction, every try) or ``crash-on:TITLE`` (the process dies, as an OOM kill
+  would, handling a post of that title; other events are handled);
 - ``HERALD_TEST_JOB_PERIOD``: when set, also run a periodic job with this period (seconds)
   that records each run in ``test_job_runs``;
 - ``HERALD_TRACE_DIR``: when set, spans are written there as the services write theirs
   (otherwise the process is not traced);
+- ``HERALD_CONSUMER_HEALTH_PORT``: where ``/livez``, ``/readyz`` and ``/metrics`` listen (0: any
+  free port, logged);
 - the usual ``HERALD_DB_*``, ``HERALD_AMQP_*`` and ``HERALD_CONSUMER_*`` settings.
 
 Every try is recorded in ``test_attempts`` (outside the handler's transaction, so failed tries
@@ -31,6 +36,7 @@ from herald_shared.events import PostCreated
 from herald_shared.logs import configure_logging
 from herald_shared.messaging.consumer import Consumer
 from herald_shared.messaging.handlers import Event, HandlerTable, PermanentError, TransientError
+from herald_shared.messaging.options import health_address
 from herald_shared.messaging.service import serve
 from herald_shared.settings import (
     AmqpSettings,
@@ -40,7 +46,10 @@ from herald_shared.settings import (
     TelemetrySettings,
 )
 from herald_shared.telemetry import configure_tracing
-from herald_worker.jobs.periodic import PeriodicJob, run_periodic_jobs
+from herald_worker.jobs.periodic import JobRun, PeriodicJob, run_periodic_jobs
+
+#: The exit status of a process that ``crash-on`` killed.
+CRASH_STATUS = 70
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS test_attempts (
@@ -79,6 +88,12 @@ async def record(
         raise TransientError(f"transient failure {tries}")
     elif kind == "fail-permanent" or (kind == "fail-until-fixed" and not fixed):
         raise PermanentError("this handler always fails")
+    elif kind == "crash-on" and event.payload.title == argument:
+        os._exit(CRASH_STATUS)
+    elif kind == "fail-oserror":
+        raise OSError(28, "No space left on device")
+    elif kind == "slow-query":
+        await tx.execute("SELECT pg_sleep($1)", float(argument))
     await tx.execute(
         "INSERT INTO test_effects (consumer, event_id, pid) VALUES ($1, $2, $3)",
         name,
@@ -126,15 +141,18 @@ async def main() -> None:
         period = os.environ.get("HERALD_TEST_JOB_PERIOD")
         if period:
 
-            async def record_run(conn: Connection) -> str:
-                await conn.execute(
-                    "INSERT INTO test_job_runs (consumer, pid) VALUES ($1, $2)", name, os.getpid()
-                )
+            async def record_run(run: JobRun) -> str:
+                async with run.transaction() as conn:
+                    await conn.execute(
+                        "INSERT INTO test_job_runs (consumer, pid) VALUES ($1, $2)",
+                        name,
+                        os.getpid(),
+                    )
                 return "recorded"
 
             job = PeriodicJob(f"test-job-{name}", timedelta(seconds=float(period)), record_run)
             background.append(lambda stop: run_periodic_jobs(db.primary, [job], stop, tick=0.05))
-        await serve(consumer, background)
+        await serve(consumer, background, health=health_address(consumer_settings, 0))
 
 
 if __name__ == "__main__":

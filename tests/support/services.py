@@ -79,12 +79,12 @@ class Processes:
         in_process_attempts: int | None = None,
         job_period: float | None = None,
         consumers: int = 1,
-        extra_env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> ServiceProcess:
-        """Start ``tests.support.consumer_app`` (with ``extra_env`` over its settings) and wait
-        until its queue has ``consumers``."""
+        """Start ``tests.support.consumer_app`` and wait until its queue has ``consumers``
+        (``env``: more settings)."""
         self.retry_delays.add(tuple(retry_delays))
-        env = {
+        settings = {
             "HERALD_TEST_CONSUMER": name,
             "HERALD_TEST_BEHAVIOUR": behaviour,
             "HERALD_CONSUMER_RETRY_DELAYS_SECONDS": json.dumps(list(retry_delays)),
@@ -93,11 +93,11 @@ class Processes:
             "HERALD_CONSUMER_SHUTDOWN_GRACE_SECONDS": str(grace),
         }
         if in_process_attempts is not None:
-            env["HERALD_CONSUMER_IN_PROCESS_ATTEMPTS"] = str(in_process_attempts)
+            settings["HERALD_CONSUMER_IN_PROCESS_ATTEMPTS"] = str(in_process_attempts)
         if job_period is not None:
-            env["HERALD_TEST_JOB_PERIOD"] = str(job_period)
+            settings["HERALD_TEST_JOB_PERIOD"] = str(job_period)
         service = self.start(
-            name, ["-m", "tests.support.consumer_app"], env | dict(extra_env or {})
+            name, ["-m", "tests.support.consumer_app"], {**settings, **(env or {})}
         )
         await self.wait_consuming(service, self.broker.queues(name, retry_delays).main, consumers)
         return service

@@ -1,4 +1,4 @@
-"""``herald dlq``: list, replay and purge a consumer's dead letters (audited)."""
+"""``herald dlq``: list, replay and purge a consumer's dead letters (audited before acting)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ Limit = Annotated[int, typer.Option(min=1, help="Look at no more than this many 
 def _queues(consumer: str) -> tuple[AmqpSettings, ConsumerQueues]:
     settings = AmqpSettings()
     delays = ConsumerSettings().retry_delays_seconds
-    return settings, consumer_queues(settings.namespace, consumer, retry_delays=delays)
+    queues = consumer_queues(
+        settings.namespace, consumer, retry_delays=delays, quorum=settings.quorum_queues
+    )
+    return settings, queues
 
 
 def _actor() -> str:
@@ -60,18 +63,18 @@ def replay(
     ] = None,
     limit: Limit = 10000,
 ) -> None:
-    """Send dead letters back to the consumer's queue; they keep their event ids."""
+    """Send dead letters back to the consumer's queue; they keep their event ids. Each batch is
+    recorded in the audit table before it is sent."""
     if all_ == bool(ids):
         raise typer.BadParameter("give either --all or at least one --id")
     settings, queues = _queues(consumer)
     chosen = None if all_ else set(ids or [])
-    replayed = asyncio.run(
-        deadletters.replay(settings, queues, event_ids=chosen, rate=rate, limit=limit)
-    )
-    if replayed:
-        with_connection(
-            lambda conn: deadletters.audit(conn, "replay", queues.dead_letter, _actor(), replayed)
+    actor = _actor()
+    replayed = with_connection(
+        lambda conn: deadletters.replay(
+            settings, queues, conn, actor=actor, event_ids=chosen, rate=rate, limit=limit
         )
+    )
     typer.echo(f"replayed {len(replayed)} event(s) to {queues.main}")
     if chosen is not None and (missing := chosen - set(replayed)):
         typer.echo(f"not found in {queues.dead_letter}: {', '.join(sorted(missing))}", err=True)
@@ -84,13 +87,12 @@ def purge(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     limit: Limit = 100000,
 ) -> None:
-    """Delete every dead letter of a consumer (their ids are kept in the audit table)."""
+    """Delete every dead letter of a consumer (their ids are recorded in the audit table first)."""
     settings, queues = _queues(consumer)
     if not yes:
         typer.confirm(f"Delete every message in {queues.dead_letter}?", abort=True)
-    purged = asyncio.run(deadletters.purge(settings, queues, limit))
-    if purged:
-        with_connection(
-            lambda conn: deadletters.audit(conn, "purge", queues.dead_letter, _actor(), purged)
-        )
+    actor = _actor()
+    purged = with_connection(
+        lambda conn: deadletters.purge(settings, queues, conn, actor=actor, limit=limit)
+    )
     typer.echo(f"purged {len(purged)} dead letter(s) from {queues.dead_letter}")

@@ -41,7 +41,10 @@ async def queue_status(
     try:
         for consumer in consumers or KNOWN_CONSUMERS:
             queues: ConsumerQueues = consumer_queues(
-                settings.namespace, consumer, retry_delays=retry_delays
+                settings.namespace,
+                consumer,
+                retry_delays=retry_delays,
+                quorum=settings.quorum_queues,
             )
             main = await queue_depth(connection, queues.main)
             dead = await queue_depth(connection, queues.dead_letter)

@@ -42,7 +42,9 @@ class ConnectionLostError(ConnectionError):
     server). It was discarded; the operation may be tried again on another connection."""
 
 
-#: Errors meaning "the database cannot be reached right now" rather than "the query is wrong".
+#: Errors meaning "the database cannot be reached right now" rather than "the query is wrong",
+#: broadly: any OSError or TimeoutError counts. Where the caller knows which call failed, the
+#: narrower ``CONNECTION_ERRORS`` and ``acquire`` say more.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -99,6 +101,53 @@ async def borrow(
             with contextlib.suppress(asyncpg.exceptions.InterfaceError):
                 conn.terminate()
             raise ConnectionLostError(f"the database connection broke: {exc}") from exc
+
+
+#: What failed is PostgreSQL itself or the connection to it — not a statement, whatever it was:
+#: connection errors (SQLSTATE class 08, a connection closed under a query, one ``borrow`` found
+#: broken), a server shutting down or starting, or refusing more connections.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionLostError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+#: Failing to make or keep a connection: the socket's errors and PostgreSQL's connection-level
+#: ones.
+CONNECTING_ERRORS: tuple[type[BaseException], ...] = (OSError, *CONNECTION_ERRORS)
+
+
+class DatabaseUnavailableError(ConnectionError):
+    """PostgreSQL could not be reached: connecting failed, timed out, or the server went away
+    under one of our own statements."""
+
+
+class PoolExhaustedError(TimeoutError):
+    """Every pooled connection stayed checked out for the whole acquire timeout: this process
+    is overloaded, PostgreSQL is not known to be unwell."""
+
+
+@asynccontextmanager
+async def acquire(
+    pool: asyncpg.Pool,
+    timeout: float,  # noqa: ASYNC109 - the pool's own acquire deadline
+) -> AsyncIterator[PoolConnectionProxy]:
+    """``borrow``, failing with what went wrong when no connection could be had: a
+    ``PoolExhaustedError`` when all of the pool's connections were busy throughout, a
+    ``DatabaseUnavailableError`` when a connection could not be made."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            conn = await stack.enter_async_context(borrow(pool, timeout))
+        except TimeoutError as exc:
+            if pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0:
+                raise PoolExhaustedError(f"no connection free within {timeout} s") from exc
+            raise DatabaseUnavailableError(f"no connection made within {timeout} s") from exc
+        except CONNECTING_ERRORS as exc:
+            raise DatabaseUnavailableError(f"cannot connect: {exc!r}") from exc
+        yield conn
 
 
 def pool_options(settings: DatabaseSettings, application_name: str) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Every Prometheus metric Herald exports, defined once.
 
 Labels are bounded: route templates (never raw paths), event types, queue names, outcomes,
-breaker names. In the API's multi-process mode (``PROMETHEUS_MULTIPROC_DIR``) each process
-writes its own files and ``/metrics`` aggregates them; gauges say how (``multiprocess_mode``).
+the names of Herald's own breakers. Webhook destinations are customers' endpoints, unbounded in
+number: their breakers are counted, never labelled. In the API's multi-process mode
+(``PROMETHEUS_MULTIPROC_DIR``) each process writes its own files and ``/metrics`` aggregates
+them; gauges say how (``multiprocess_mode``).
 """
 
 from __future__ import annotations
@@ -60,9 +62,14 @@ QUEUE_DEPTH = Gauge(
 )
 BREAKER_OPEN = Gauge(
     "herald_breaker_open",
-    "1 while a circuit breaker is open or half-open, 0 when closed.",
+    "1 while the circuit breaker of one of Herald's own dependencies is open or half-open.",
     ["breaker"],
     multiprocess_mode="max",
+)
+WEBHOOK_DESTINATIONS_OPEN = Gauge(
+    "herald_webhook_destinations_open",
+    "Webhook destinations (customer endpoints) whose circuit breaker is open or half-open.",
+    multiprocess_mode="livesum",
 )
 DB_POOL_SIZE = Gauge(
     "herald_db_pool_connections", "Connections in the pool.", ["pool"], multiprocess_mode="livesum"

@@ -1,17 +1,23 @@
 """The outbox relay: publishes committed outbox rows to RabbitMQ and marks them published.
 
 It runs as a background task in every process that writes events. It wakes when that process
-commits a write (an in-process signal, no extra round trip) and on a short periodic sweep that
-picks up rows other processes left behind or a broker outage held back. Rows are claimed with
+commits a write (an in-process signal, no extra round trip: every writer calls ``wake`` after
+its commit — the API's routes, the consumer's inbox transactions, the webhook delivery loop) and
+on a short periodic sweep that picks up rows a crashed process left behind or a broker outage
+held back. Rows are claimed with
 ``FOR UPDATE SKIP LOCKED``, so any number of relays work side by side without publishing a row
 twice in the normal case (a crash between confirm and commit can repeat one: consumers
 deduplicate by event id).
 
 A broker outage never fails a write: rows wait in the outbox, the relay backs off behind a
-circuit breaker, and the robust connection plus the sweep drain the backlog once the broker is
-back. An event no queue is bound to yet (its consumers have never started) is returned by the
-broker: its row is held back with a growing delay, at most ``UNROUTABLE_MAX_DELAY_SECONDS``,
-and published once a queue is bound.
+circuit breaker, and the sweep drains the backlog once the broker is back. The relay owns its
+connection: a plain one, made again when it is lost, each failed attempt doubling the wait
+before the next (up to ``reconnect_max_seconds``) with jitter, so the relays of many processes
+neither hammer a broker that is down nor come back in step.
+
+An event no queue is bound to yet (its consumers have never started) is returned by the broker:
+its row is held back with a growing delay, at most ``UNROUTABLE_MAX_DELAY_SECONDS``, and
+published once a queue is bound.
 
 The relay is a background job: ``run(stop)`` in a consuming service's ``serve``, or under
 ``herald_shared.background.running`` in the API's lifespan.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,14 +35,14 @@ from dataclasses import dataclass
 import aio_pika
 import asyncpg
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind
 
 from herald_shared.db import Connection, borrow
-from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
+from herald_shared.messaging.connection import BROKER_ERRORS, connect_once, open_channel
 from herald_shared.messaging.publisher import UnroutableError, build_message, publish_confirmed
 from herald_shared.messaging.topology import declare_exchange
 from herald_shared.metrics import (
@@ -58,6 +65,8 @@ _BACKLOG_EVERY_SECONDS = 5.0
 #: queues): once one has, the rows it missed go out within this delay.
 UNROUTABLE_MAX_DELAY_SECONDS = 60.0
 _NOT_SENT = ConnectionError("not published: the batch stopped before publishing")
+#: The longest closing the broker connection may take when the relay stops.
+_CLOSE_SECONDS = 1.0
 
 _CLAIM = """
     SELECT id, event_id, event_type, payload::text AS payload, headers::text AS headers,
@@ -70,11 +79,27 @@ _CLAIM = """
 """
 
 
+def reconnect_delay(
+    failures: int,
+    *,
+    initial: float,
+    maximum: float,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """The wait after ``failures`` failed connection attempts in a row: doubling from
+    ``initial`` up to ``maximum``, then a random half to all of it (relays that lost the broker
+    together do not all try again together)."""
+    ceiling = min(maximum, initial * 2.0 ** min(failures - 1, 30))
+    wait: float = ceiling * uniform(0.5, 1.0)
+    return wait
+
+
 @dataclass
 class RelayStats:
     published: int = 0
     unroutable: int = 0
     failed_batches: int = 0
+    failed_connects: int = 0
 
 
 class OutboxRelay:
@@ -85,19 +110,21 @@ class OutboxRelay:
         settings: RelaySettings,
         *,
         name: str,
-        connect_broker: Callable[[], Awaitable[AbstractRobustConnection]] | None = None,
+        connect_broker: Callable[[], Awaitable[AbstractConnection]] | None = None,
     ) -> None:
+        """``connect_broker`` makes one attempt at a broker connection (tests inject one)."""
         self._pool = pool
         self._amqp = amqp
         self._settings = settings
         self._name = name
-        self._connect_broker = connect_broker or (
-            lambda: connect(amqp, name=f"{name}-relay", attempts=1)
-        )
+        self._connect_broker = connect_broker or (lambda: connect_once(amqp, name=f"{name}-relay"))
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._connect_failures = 0
+        self._connect_at = float("-inf")
         self.breaker = Breaker(
             f"{name}.broker",
             fail_max=settings.breaker_failures,
@@ -109,7 +136,15 @@ class OutboxRelay:
 
     @property
     def connected(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed
+        """Connected, with the publishing channel open (a plain connection may outlive a channel
+        the broker or a broken socket closed)."""
+        connection, channel = self._connection, self._channel
+        return (
+            connection is not None
+            and not connection.is_closed
+            and channel is not None
+            and not channel.is_closed
+        )
 
     def wake(self) -> None:
         """Tell the relay a transaction with events just committed."""
@@ -126,7 +161,9 @@ class OutboxRelay:
                     # Polling is not traced: each published event gets a span in the trace
                     # of the request that wrote it instead (see _publish_traced).
                     with suppress_instrumentation():
-                        if self._exchange is None:
+                        if self._exchange is not None and not self.connected:
+                            await self._disconnect("the broker connection was lost")
+                        if self._exchange is None and time.monotonic() >= self._connect_at:
                             await self._try_connect()
                         if self._exchange is not None:
                             await self.drain()
@@ -139,8 +176,7 @@ class OutboxRelay:
                 await self._sleep_until_woken()
         finally:
             watcher.cancel()
-            if self._connection is not None:
-                await self._connection.close()
+            await self._disconnect(None)
 
     async def _stop_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -172,14 +208,42 @@ class OutboxRelay:
     async def _try_connect(self) -> None:
         try:
             self._connection = await self._connect_broker()
-            channel = await open_channel(self._connection)
-            self._exchange = await declare_exchange(channel, self._amqp.namespace)
-            _log.info("relay connected", relay=self._name)
+            self._channel = await open_channel(self._connection)
+            self._exchange = await declare_exchange(self._channel, self._amqp.namespace)
         except BROKER_ERRORS as exc:
-            _log.warning("relay cannot reach the broker yet", relay=self._name, error=repr(exc))
-            if self._connection is not None:
-                await self._connection.close()
-                self._connection = None
+            self.stats.failed_connects += 1
+            self._connect_failures += 1
+            wait = reconnect_delay(
+                self._connect_failures,
+                initial=self._settings.reconnect_initial_seconds,
+                maximum=self._settings.reconnect_max_seconds,
+            )
+            self._connect_at = time.monotonic() + wait
+            _log.warning(
+                "relay cannot reach the broker",
+                relay=self._name,
+                error=repr(exc),
+                failures=self._connect_failures,
+                retry_in=round(wait, 2),
+            )
+            await self._disconnect(None)
+            return
+        self._connect_failures = 0
+        _log.info("relay connected", relay=self._name)
+
+    async def _disconnect(self, reason: str | None) -> None:
+        """Drop the connection (closing it within a deadline); the next loop reconnects."""
+        if reason is not None:
+            _log.warning("relay disconnected", relay=self._name, reason=reason)
+        connection, self._connection = self._connection, None
+        self._channel = self._exchange = None
+        if connection is None or connection.is_closed:
+            return
+        try:
+            async with asyncio.timeout(_CLOSE_SECONDS):
+                await connection.close()
+        except BROKER_ERRORS as exc:  # TimeoutError included
+            _log.warning("relay connection not closed", relay=self._name, error=repr(exc))
 
     async def drain(self) -> int:
         """Publish batches until the outbox has nothing due; returns how many were published."""

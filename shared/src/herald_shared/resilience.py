@@ -7,14 +7,17 @@ counts as one breaker failure and an open breaker is never retried::
         await retry_transient(operation, policy=QUICK, log_name="redis.get")
 
 pybreaker counts failures and owns the state machine; this adapter adds what asyncio needs and
-pybreaker lacks: an injectable monotonic clock for the open → half-open timeout, and a probe
-gate so that only one trial call runs while half-open (pybreaker would let every concurrent
-caller through).
+pybreaker lacks: an injectable monotonic clock for the open → half-open timeout, a probe gate so
+that only one trial call runs while half-open (pybreaker would let every concurrent caller
+through), and the judgement of what a call's outcome says about the dependency (pybreaker would
+count a cancellation or an excluded exception as a success, and apply a late result to whatever
+state the breaker is in by then).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -48,12 +51,12 @@ class BreakerOpenError(Exception):
         self.retry_after = retry_after
 
 
-class _TrialCancelledError(Exception):
-    """A half-open trial was cancelled before it finished (carries the cancellation)."""
+class _CountedFailureError(Exception):
+    """Hands one counted failure to pybreaker (which re-raises it, or a trip, to us)."""
 
-    def __init__(self, cancelled: asyncio.CancelledError) -> None:
-        super().__init__("half-open trial cancelled")
-        self.cancelled = cancelled
+
+def _raise_failed() -> None:
+    raise _CountedFailureError
 
 
 class _StateListener(pybreaker.CircuitBreakerListener):
@@ -67,7 +70,21 @@ class _StateListener(pybreaker.CircuitBreakerListener):
 
 
 class Breaker:
-    """A circuit breaker around one dependency (a server, a webhook host, ...)."""
+    """A circuit breaker around one dependency (a server, a webhook host, ...).
+
+    What a guarded call proves is decided here, and only that is handed to pybreaker:
+
+    - it returned: the dependency is healthy (a success: the failure count starts again);
+    - it raised one of ``counts`` (and not one of ``ignores``): the dependency is unhealthy;
+    - anything else — an exception of the caller's making, one of ``ignores`` (such as running
+      out of local pool connections), a cancellation (the caller gave up) — proves nothing
+      either way: it neither counts nor resets the count. A half-open trial that proves
+      nothing leaves the breaker half-open for the next caller to probe; a cancelled trial
+      reopens it (the dependency did not answer in time).
+
+    A result is applied to the state the call started in: a call that began before the breaker
+    changed state (opened, or closed again) ends without effect on the new state.
+    """
 
     def __init__(
         self,
@@ -76,14 +93,25 @@ class Breaker:
         fail_max: int,
         reset_timeout: float,
         counts: tuple[type[BaseException], ...] = (Exception,),
+        ignores: tuple[type[BaseException], ...] = (),
         clock: Clock = time.monotonic,
         on_change: Callable[[str, str], None] | None = None,
+        exported: bool = True,
     ) -> None:
+        """``exported``: whether ``herald_breaker_open{breaker=name}`` reports this breaker
+        (Herald's own dependencies); breakers without a bounded set of names (webhook
+        destinations) report through ``on_change`` instead."""
         self.name = name
-        BREAKER_OPEN.labels(name).set(0)
+        self._exported = exported
+        if exported:
+            BREAKER_OPEN.labels(name).set(0)
         self.reset_timeout = reset_timeout
+        self._counts = counts
+        self._ignores = ignores
         self._clock = clock
         self._opened_at = 0.0
+        #: Bumped on every state change: a result is applied only in the state it started in.
+        self._generation = 0
         self._probe = asyncio.Lock()
         self._on_change = on_change
         self._breaker = pybreaker.CircuitBreaker(
@@ -92,7 +120,6 @@ class Breaker:
             # wall-clock check must never be the one that holds a call back.
             reset_timeout=0,
             name=name,
-            exclude=[lambda exc: not isinstance(exc, (*counts, _TrialCancelledError))],
             listeners=[_StateListener(self)],
             throw_new_error_on_trip=False,
         )
@@ -110,19 +137,40 @@ class Breaker:
         return self._opened_at + self.reset_timeout - self._clock()
 
     def _on_state_change(self, old: str | None, new: str) -> None:
+        self._generation += 1
         if new == "open":
             self._opened_at = self._clock()
-        BREAKER_OPEN.labels(self.name).set(0 if new == "closed" else 1)
+        if self._exported:
+            BREAKER_OPEN.labels(self.name).set(0 if new == "closed" else 1)
         _log.warning("breaker state changed", breaker=self.name, old=old, new=new)
         if self._on_change is not None:
             self._on_change(self.name, new)
+
+    def _counted(self, error: BaseException) -> bool:
+        return isinstance(error, self._counts) and not isinstance(error, self._ignores)
+
+    def _record(self, generation: int, *, healthy: bool) -> None:
+        """Hand one outcome to pybreaker, unless the state changed since the call began."""
+        if generation != self._generation:
+            return
+        if healthy:
+            self._breaker.call(lambda: None)
+            return
+        with contextlib.suppress(_CountedFailureError):
+            self._breaker.call(_raise_failed)
 
     @asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:
         """Run the block under the breaker; raises BreakerOpenError without running it when open."""
         if self.state == "closed":
-            with self._breaker.calling():
+            generation = self._generation
+            try:
                 yield
+            except BaseException as exc:
+                if self._counted(exc):
+                    self._record(generation, healthy=False)
+                raise
+            self._record(generation, healthy=True)
             return
         remaining = self._remaining()
         if remaining > 0 or self._probe.locked():
@@ -130,16 +178,18 @@ class Breaker:
         async with self._probe:
             if self.state == "open":
                 self._breaker.half_open()
+            generation = self._generation
             try:
-                with self._breaker.calling():
-                    try:
-                        yield
-                    except asyncio.CancelledError as exc:
-                        # pybreaker would count it as a success and close: a trial that
-                        # never heard back proves nothing, so it fails (the breaker reopens).
-                        raise _TrialCancelledError(exc) from exc
-            except _TrialCancelledError as exc:
-                raise exc.cancelled from None
+                yield
+            except asyncio.CancelledError:
+                # A trial that never heard back: the dependency did not answer in time.
+                self._record(generation, healthy=False)
+                raise
+            except BaseException as exc:
+                if self._counted(exc):
+                    self._record(generation, healthy=False)
+                raise
+            self._record(generation, healthy=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,13 @@ class AmqpSettings(BaseSettings):
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     reconnect_interval_seconds: float = Field(default=1.0, gt=0)
     quorum_queues: bool = True
+    at_least_once_dead_lettering: bool = Field(
+        default=True,
+        description=(
+            "Quorum queues: the broker keeps what it dead-letters until the target confirmed it. "
+            "False only where a broker's dead-letter workers are known to be fragile (0029)."
+        ),
+    )
 
 
 class RelaySettings(BaseSettings):
@@ -111,6 +118,14 @@ class RelaySettings(BaseSettings):
     batch_size: int = Field(default=200, ge=1, le=5000)
     sweep_interval_seconds: float = Field(
         default=0.5, gt=0, description="How often to look for rows no wake-up announced."
+    )
+    reconnect_initial_seconds: float = Field(
+        default=0.5, gt=0, description="First wait before connecting to the broker again."
+    )
+    reconnect_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait between connection attempts (doubling, jittered, up to this).",
     )
     breaker_failures: int = Field(default=3, ge=1)
     breaker_reset_seconds: float = Field(default=5.0, gt=0)
@@ -138,16 +153,32 @@ class ConsumerSettings(BaseSettings):
             "the message dead-letters after the last."
         ),
     )
-    max_deferrals: int = Field(
-        default=360,
+    delivery_limit: int = Field(
+        default=5,
         ge=1,
+        le=1000,
         description=(
-            "Deferrals (a dependency down) before a delivery starts spending attempts: an "
-            "event that only ever meets 'unavailable' is not an outage but a bug."
+            "Quorum queues: deliveries of one message (handed back by a crash or a stop) before "
+            "the broker dead-letters it. Fixed when the queue is first declared."
         ),
     )
     pause_seconds: float = Field(
-        default=5.0, gt=0, description="Pause after a handler reports a dependency down."
+        default=5.0,
+        gt=0,
+        description="Pause of intake after a handler finds a dependency down (first probe after).",
+    )
+    max_pause_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest pause between probes while a dependency stays down (backoff cap).",
+    )
+    max_hold_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "Longest a delivered message waits at paused intake before it is put back unrun "
+            "(no attempt spent); keep it well below the broker's consumer timeout (30 min)."
+        ),
     )
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(

@@ -8,6 +8,8 @@ ids.
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -18,7 +20,21 @@ import pytest
 from herald_shared.events import EventEnvelope, PostCreated
 from tests.conftest import TEST_CONSUMERS, TEST_RETRY_DELAYS
 from tests.support.broker import FAST_RETRY_DELAYS
+from tests.support.services import Processes
 from tests.support.waiting import wait_until
+
+#: Who ``herald dlq`` commands run by tests say they are (the audit records it).
+ACTOR = "events-test"
+
+
+def cli_env(processes: Processes) -> dict[str, str]:
+    """The environment for ``herald`` commands about the test's consumers."""
+    return {
+        **os.environ,
+        **processes.base_env(),
+        "HERALD_ACTOR": ACTOR,
+        "HERALD_CONSUMER_RETRY_DELAYS_SECONDS": json.dumps(list(FAST_RETRY_DELAYS)),
+    }
 
 
 @pytest.fixture

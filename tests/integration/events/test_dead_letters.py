@@ -4,7 +4,6 @@ replay (handled exactly once afterwards, audited) and purge them; undecodable me
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import asyncpg
@@ -18,21 +17,16 @@ from herald_shared.messaging.headers import (
     ORIGINAL_QUEUE,
     REASON,
 )
-from tests.integration.events.conftest import effects, post_created, wait_for_effects
-from tests.support.broker import FAST_RETRY_DELAYS, Broker
+from tests.integration.events.conftest import (
+    ACTOR,
+    cli_env,
+    effects,
+    post_created,
+    wait_for_effects,
+)
+from tests.support.broker import Broker
 from tests.support.cli import run_herald
 from tests.support.services import Processes
-
-ACTOR = "events-test"
-
-
-def cli_env(processes: Processes) -> dict[str, str]:
-    return {
-        **os.environ,
-        **processes.base_env(),
-        "HERALD_ACTOR": ACTOR,
-        "HERALD_CONSUMER_RETRY_DELAYS_SECONDS": json.dumps(list(FAST_RETRY_DELAYS)),
-    }
 
 
 def by_id(messages: list[AbstractIncomingMessage]) -> dict[str, AbstractIncomingMessage]:

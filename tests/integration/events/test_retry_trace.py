@@ -28,7 +28,7 @@ async def test_a_retried_event_is_handled_again_in_the_trace_it_arrived_with(
         consumer_name,
         behaviour="fail-transient:1",
         in_process_attempts=1,
-        extra_env={"HERALD_TRACE_DIR": str(trace_dir)},
+        env={"HERALD_TRACE_DIR": str(trace_dir)},
     )
     trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
     event = post_created()

@@ -67,7 +67,7 @@ async def test_writes_succeed_while_the_broker_is_away_and_go_out_once_when_it_r
             # A full publish/confirm round trip through the proxy before the fault.
             warm_up = await event_id_of(db_pool, await create_post(client, key, title="warm-up"))
             await wait_published(db_pool, [warm_up], seconds=RECOVERY_SECONDS)
-            failed_before = relay.stats.failed_batches
+            failed_before = relay.stats.failed_batches + relay.stats.failed_connects
 
             proxy.cut()
             slowest = 0.0
@@ -81,7 +81,8 @@ async def test_writes_succeed_while_the_broker_is_away_and_go_out_once_when_it_r
             assert await unpublished(db_pool, event_ids) == set(event_ids)
 
             async def relay_has_failed() -> bool:
-                return relay.stats.failed_batches > failed_before or relay.breaker.state != "closed"
+                failed = relay.stats.failed_batches + relay.stats.failed_connects
+                return failed > failed_before or relay.breaker.state != "closed"
 
             await wait_until(
                 relay_has_failed, seconds=RECOVERY_SECONDS, message="relay never tried"

@@ -77,6 +77,8 @@ class PrivateRabbitMQ:
             cwd=root,
         )
         self.last_start_seconds = 0.0
+        #: When the node last began accepting AMQP (``time.monotonic()``).
+        self.started_at = 0.0
         #: When ``round_trip`` last declared a queue (``time.monotonic()``).
         self.declared_at = 0.0
 
@@ -132,7 +134,8 @@ class PrivateRabbitMQ:
             interval=0.1,
             message=f"{self.node_name} never accepted AMQP",
         )
-        self.last_start_seconds = time.monotonic() - started
+        self.started_at = time.monotonic()
+        self.last_start_seconds = self.started_at - started
         return self.last_start_seconds
 
     async def kill(self) -> None:

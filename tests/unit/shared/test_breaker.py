@@ -28,6 +28,10 @@ class RefusedError(ValueError):
     """The dependency answered with an error of the caller's making (not counted)."""
 
 
+class PoolEmptyError(ConnectionError):
+    """No local connection was free (a ConnectionError, but not the dependency's fault)."""
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -90,13 +94,59 @@ async def test_exceptions_it_does_not_count_never_open_it(breaker: Breaker) -> N
     for _ in range(FAIL_MAX * 3):
         await fail_through(breaker, RefusedError("bad input"))
     assert breaker.state == "closed"
-    # An answer (even an error answer) means the dependency is up: counting starts again.
+
+
+async def test_an_exception_it_does_not_count_does_not_reset_the_count_either(
+    breaker: Breaker,
+) -> None:
+    """An error of the caller's making says nothing about the dependency's health: failures
+    before and after it add up."""
     for _ in range(FAIL_MAX - 1):
         await fail_through(breaker, DownError())
     await fail_through(breaker, RefusedError("bad input"))
+    await fail_through(breaker, DownError())
+    assert breaker.state == "open"
+
+
+async def test_a_cancelled_call_neither_counts_nor_resets_the_count(breaker: Breaker) -> None:
+    """A call cancelled from outside (its caller went away) never heard from the dependency."""
     for _ in range(FAIL_MAX - 1):
         await fail_through(breaker, DownError())
+    entered = asyncio.Event()
+
+    async def call() -> None:
+        async with breaker.guard():
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(call())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
     assert breaker.state == "closed"
+    await fail_through(breaker, DownError())
+    assert breaker.state == "open"
+
+
+async def test_ignored_exceptions_neither_count_nor_reset_the_count(clock: FakeClock) -> None:
+    """Running out of local pool connections says nothing about the server."""
+    breaker = Breaker(
+        "dep",
+        fail_max=FAIL_MAX,
+        reset_timeout=RESET,
+        counts=(ConnectionError,),
+        ignores=(PoolEmptyError,),
+        clock=clock,
+    )
+    for _ in range(FAIL_MAX * 3):
+        await fail_through(breaker, PoolEmptyError())
+    assert breaker.state == "closed"
+    for _ in range(FAIL_MAX - 1):
+        await fail_through(breaker, DownError())
+    await fail_through(breaker, PoolEmptyError())
+    await fail_through(breaker, DownError())
+    assert breaker.state == "open"
 
 
 async def test_a_success_resets_the_count(breaker: Breaker) -> None:
@@ -239,6 +289,80 @@ async def test_after_closing_again_it_needs_fail_max_new_failures(
     assert breaker.state == "closed"
     await fail_through(breaker, DownError())
     assert breaker.state == "open"
+
+
+async def test_a_late_failure_of_a_call_started_before_the_breaker_closed_again_is_ignored(
+    breaker: Breaker, clock: FakeClock
+) -> None:
+    """A call that began before an outage fails long after the breaker has opened, probed and
+    closed again: its failure belongs to the period it started in, not to the new one."""
+    release = asyncio.Event()
+
+    async def slow_call() -> None:
+        async with breaker.guard():
+            await release.wait()
+            raise DownError("late")
+
+    slow = asyncio.create_task(slow_call())
+    await asyncio.sleep(0)
+    await trip(breaker)
+    clock.advance(RESET)
+    async with breaker.guard():
+        pass
+    assert breaker.state == "closed"
+    release.set()
+    with pytest.raises(DownError):
+        await slow
+    for _ in range(FAIL_MAX - 1):
+        await fail_through(breaker, DownError())
+    assert breaker.state == "closed", "a failure from the previous period was counted"
+
+
+async def test_a_late_success_does_not_close_a_half_open_breaker_during_its_trial(
+    breaker: Breaker, clock: FakeClock
+) -> None:
+    """Only the trial decides: a call from before the outage that succeeds while the trial is
+    still in flight proves nothing about now."""
+    release_old = asyncio.Event()
+    release_trial = asyncio.Event()
+    in_trial = asyncio.Event()
+
+    async def old_call() -> None:
+        async with breaker.guard():
+            await release_old.wait()
+
+    async def trial() -> None:
+        async with breaker.guard():
+            in_trial.set()
+            await release_trial.wait()
+            raise DownError("still down")
+
+    old = asyncio.create_task(old_call())
+    await asyncio.sleep(0)
+    await trip(breaker)
+    clock.advance(RESET)
+    probe = asyncio.create_task(trial())
+    await in_trial.wait()
+    release_old.set()
+    await old
+    assert breaker.state == "half-open"
+    release_trial.set()
+    with pytest.raises(DownError):
+        await probe
+    assert breaker.state == "open"
+
+
+async def test_a_trial_ending_in_an_exception_it_does_not_count_leaves_the_next_call_to_probe(
+    breaker: Breaker, clock: FakeClock
+) -> None:
+    await trip(breaker)
+    clock.advance(RESET)
+    await fail_through(breaker, RefusedError("bad input"))
+    assert breaker.state == "half-open"
+    assert not breaker.is_open
+    async with breaker.guard():
+        pass
+    assert breaker.state == "closed"
 
 
 QUICK = RetryPolicy(attempts=4, initial_delay=0.001, max_delay=0.005, retry_on=(ConnectionError,))

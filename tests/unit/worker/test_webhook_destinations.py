@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from herald_shared.resilience import BreakerOpenError
 from herald_worker.webhooks.destinations import Destinations, HostFailureError
@@ -59,3 +60,30 @@ async def test_room_counts_what_is_in_flight_at_each_webhooks_destination() -> N
     other.webhooks.add(c)
     other.active = 5
     assert destinations.room(4) == {a: 1, b: 1, c: 0}
+
+
+def _sample(name: str, labels: dict[str, str] | None = None) -> float | None:
+    return REGISTRY.get_sample_value(name, labels or {})
+
+
+async def test_open_destinations_are_counted_in_one_gauge_not_one_label_each() -> None:
+    """A customer's dead endpoint is not Herald's dependency: it must not appear in
+    ``herald_breaker_open`` (which pages), only in the bounded count of open destinations."""
+    clock = FakeClock()
+    destinations = Destinations(failures=1, reset_seconds=30, clock=clock)
+    origins = [f"http://127.0.0.1:{port}" for port in range(9001, 9006)]
+    before = _sample("herald_webhook_destinations_open") or 0.0
+    for origin in origins:
+        await _fail(destinations, origin)
+    assert _sample("herald_webhook_destinations_open") == before + len(origins)
+    for origin in origins:
+        breaker_label = {"breaker": f"webhook:{origin}"}
+        assert _sample("herald_breaker_open", breaker_label) is None, origin
+
+    clock.advance(31)
+    async with destinations.get(origins[0]).breaker.guard():
+        pass  # a probe succeeds: that destination is healthy again
+    assert _sample("herald_webhook_destinations_open") == before + len(origins) - 1
+    # Half-open still counts as not healthy; a failed probe does not count it twice.
+    await _fail(destinations, origins[1])
+    assert _sample("herald_webhook_destinations_open") == before + len(origins) - 1

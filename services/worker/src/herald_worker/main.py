@@ -31,8 +31,8 @@ app = typer.Typer(add_completion=False)
 
 async def run(settings: Settings) -> None:
     async with create_deps(settings) as deps:
-        # Handlers emit events (post.enriched, webhook.disabled) through the outbox; this
-        # process publishes them itself, woken after each committed handler transaction.
+        # Handlers emit post.enriched and the delivery loop webhook.disabled through the outbox;
+        # this process publishes them itself, woken after each commit that wrote one.
         relay = OutboxRelay(deps.db.primary, settings.amqp, settings.relay, name="herald-worker")
         consumer = Consumer(
             CONSUMER_NAME,
@@ -43,7 +43,9 @@ async def run(settings: Settings) -> None:
             after_commit=relay.wake,
         )
         background: list[Job] = [relay.run]
-        background.append(lambda stop: run_deliveries(deps, settings.webhooks, stop))
+        background.append(
+            lambda stop: run_deliveries(deps, settings.webhooks, stop, events_committed=relay.wake)
+        )
         if settings.worker.jobs_enabled:
             jobs = cleanup_jobs(
                 every=timedelta(seconds=settings.worker.cleanup_every_seconds),

@@ -1,11 +1,19 @@
 """Connecting to RabbitMQ: a robust connection, retried at start (``connect_robust`` itself
-fails at once when the broker is down), with a channel that reports unroutable messages."""
+fails at once when the broker is down), or a plain one for a caller that reconnects by itself;
+with a channel that reports unroutable messages."""
 
 from __future__ import annotations
 
+from typing import overload
+
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 from aiormq.exceptions import AMQPConnectionError
 
 from herald_shared.resilience import RetryPolicy, retry_transient
@@ -47,7 +55,24 @@ async def connect(
     return connection
 
 
-async def open_channel(connection: AbstractRobustConnection) -> AbstractRobustChannel:
+async def connect_once(settings: AmqpSettings, *, name: str) -> AbstractConnection:
+    """One attempt at a plain connection: when it is lost, it stays closed (the caller
+    reconnects, with its own backoff)."""
+    return await aio_pika.connect(
+        settings.url.get_secret_value(),
+        timeout=settings.connect_timeout_seconds,
+        client_properties={"connection_name": name},
+    )
+
+
+@overload
+async def open_channel(connection: AbstractRobustConnection) -> AbstractRobustChannel: ...
+
+
+@overload
+async def open_channel(connection: AbstractConnection) -> AbstractChannel: ...
+
+
+async def open_channel(connection: AbstractConnection) -> AbstractChannel:
     """A channel with publisher confirms that raises on returned (unroutable) messages."""
-    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    return channel
+    return await connection.channel(publisher_confirms=True, on_return_raises=True)

@@ -11,8 +11,12 @@ types. Per message:
 3. decide what the outcome means (``failures.decide``: ack, retry, defer, dead-letter) and carry
    it out (``settlement``); a deferral also pauses intake.
 
-Intake is bounded by ``concurrency`` handlers in flight; on stop, consuming is cancelled and the
-handlers in flight get the grace period to finish, after which the rest go back to the queue.
+Intake (``intake``) is bounded by ``concurrency`` handlers in flight and paused while a dependency
+is down; on stop, consuming is cancelled and the handlers in flight get the grace period to
+finish, after which the rest go back to the queue. Every step of stopping has a deadline, so a
+process stops within its grace period plus a few seconds whatever the broker does (a robust
+channel would otherwise wait for a lost connection to come back); so do the metrics scrape and
+the readiness probe.
 """
 
 from __future__ import annotations
@@ -21,10 +25,17 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+import aio_pika
+import aiormq
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import Status, StatusCode
@@ -35,7 +46,7 @@ from herald_shared.db import Database
 from herald_shared.events import EventEnvelope
 from herald_shared.messaging import inbox
 from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
-from herald_shared.messaging.depth import queue_depth
+from herald_shared.messaging.depth import DepthProbe
 from herald_shared.messaging.dispatch import Dispatcher
 from herald_shared.messaging.failures import (
     PERMANENT_ERROR,
@@ -44,12 +55,14 @@ from herald_shared.messaging.failures import (
     DeadLetter,
     Decision,
     Defer,
+    HeldBackError,
     Retry,
     UnhandledEventError,
     decide,
 )
 from herald_shared.messaging.handlers import HandlerTable, event_of
-from herald_shared.messaging.headers import attempts_of, deferrals_of
+from herald_shared.messaging.headers import attempts_of
+from herald_shared.messaging.intake import HeldTooLongError, Intake, Ticket
 from herald_shared.messaging.publisher import UnroutableError
 from herald_shared.messaging.settlement import Settlement
 from herald_shared.messaging.topology import ConsumerQueues, consumer_queues, declare_consumer
@@ -65,6 +78,11 @@ from herald_shared.settings import AmqpSettings, ConsumerSettings
 
 _log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer(__name__)
+
+#: The longest a metrics scrape waits for the broker's queue depths (it keeps the last ones).
+METRICS_DEADLINE_SECONDS = 2.0
+#: The longest closing the broker connection may take when stopping.
+CLOSE_SECONDS = 1.0
 
 
 class Consumer:
@@ -88,60 +106,78 @@ class Consumer:
             name,
             retry_delays=settings.retry_delays_seconds,
             quorum=amqp.quorum_queues,
+            delivery_limit=settings.delivery_limit,
+            at_least_once=amqp.at_least_once_dead_lettering,
         )
         self._handlers = handlers
         self._dispatcher = Dispatcher(name, db=db, settings=settings, after_commit=after_commit)
         self._db = db
         self._amqp = amqp
         self._settings = settings
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._intake = Intake(
+            settings.concurrency,
+            max_pause=settings.max_pause_seconds,
+            max_hold=settings.max_hold_seconds,
+        )
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = False
-        self._resume_at = 0.0
         self._settlement: Settlement | None = None
         # Strong references: aio-pika restores consumers through weak ones.
         self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._depths: DepthProbe | None = None
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain in-flight handlers within the grace period."""
         self._connection = await connect(self._amqp, name=f"herald-{self.name}")
+        self._depths = DepthProbe(self._connection, timeout=METRICS_DEADLINE_SECONDS)
         try:
-            channel = await open_channel(self._connection)
+            channel = self._channel = await open_channel(self._connection)
             await channel.set_qos(prefetch_count=self._settings.prefetch)
             await declare_consumer(channel, self.queues, bindings=self._handlers.event_types)
             self._settlement = Settlement(
                 channel, self.queues, publish_timeout=self._amqp.publish_timeout_seconds
             )
             self._queue = await channel.get_queue(self.queues.main, ensure=True)
-            tag = await self._queue.consume(self._on_message)
+            self._tag = await self._queue.consume(self._on_message)
             _log.info("consuming", consumer=self.name, queue=self.queues.main)
             self.ready.set()
             await stop.wait()
-            await self._shutdown(self._queue, tag)
+            await self._shutdown(self._queue, self._tag)
         finally:
-            await self._connection.close()
+            await self._close()
 
     async def is_ready(self) -> bool:
-        """Consuming, with the connection up (a probe for ``/readyz``)."""
-        connection = self._connection
-        return (
-            self.ready.is_set()
-            and not self._stopping
-            and connection is not None
-            and not connection.is_closed
-        )
+        """Consuming: the channel open, and the broker's consumer for the queue registered on it
+        (a probe for ``/readyz``; no round trip). A channel restored without its consumer, or a
+        consumer the broker cancelled, is not ready."""
+        channel = self._channel
+        if not self.ready.is_set() or self._stopping or channel is None or channel.is_closed:
+            return False
+        try:
+            underlay = await channel.get_underlay_channel()
+        except aio_pika.exceptions.ChannelInvalidStateError:
+            return False
+        # aio-pika's own consumer restore reads the same table (aiormq's concrete channel).
+        consumers = cast(aiormq.Channel, underlay).consumers
+        return not underlay.is_closed and self._tag in consumers
 
     async def refresh_metrics(self) -> None:
-        """Update the queue-depth and pool gauges (called when metrics are scraped)."""
-        connection = self._connection
-        if connection is None or connection.is_closed:
-            return
-        with suppress_instrumentation():
-            for name in (self.queues.main, self.queues.dead_letter, *self.queues.retry_queues):
-                with contextlib.suppress(*BROKER_ERRORS):
-                    depth = await queue_depth(connection, name)
+        """Update the queue-depth and pool gauges (called when metrics are scraped). The depths
+        are read within ``METRICS_DEADLINE_SECONDS``; when the broker cannot answer in time the
+        gauges keep the last depths read."""
+        if self._depths is not None:
+            names = [self.queues.main, self.queues.dead_letter, *self.queues.retry_queues]
+            try:
+                with suppress_instrumentation():
+                    depths = await self._depths.depths(names)
+            except BROKER_ERRORS as exc:
+                _log.warning("queue depths not read", consumer=self.name, error=repr(exc))
+            else:
+                for name, depth in depths.items():
                     QUEUE_DEPTH.labels(name).set(depth.messages if depth else 0)
         if self._db is not None:
             for label, pool in (("primary", self._db.primary), ("replica", self._db.replica)):
@@ -149,25 +185,58 @@ class Consumer:
                 DB_POOL_IN_USE.labels(label).set(pool.get_size() - pool.get_idle_size())
 
     async def _shutdown(self, queue: AbstractQueue, tag: str) -> None:
+        """Stop deliveries and drain, all within the grace period: cancelling the consumer waits
+        for the broker's answer, which a robust channel whose connection is lost would wait for
+        until it comes back."""
         self._stopping = True
-        with contextlib.suppress(*BROKER_ERRORS):
-            await queue.cancel(tag)
+        self._intake.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.shutdown_grace_seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                await queue.cancel(tag)
+        except BROKER_ERRORS as exc:  # TimeoutError included
+            _log.warning("could not cancel consuming", consumer=self.name, error=repr(exc))
         if self._inflight:
             _log.info("draining in-flight handlers", consumer=self.name, count=len(self._inflight))
-            await finish(self._inflight, grace=self._settings.shutdown_grace_seconds)
+            await finish(self._inflight, grace=max(deadline - loop.time(), 0.0))
         _log.info("consumer stopped", consumer=self.name)
+
+    async def _close(self) -> None:
+        if self._depths is not None:
+            await self._depths.close()
+        if self._connection is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self._connection.close()
+        except BROKER_ERRORS as exc:  # TimeoutError included
+            _log.warning("broker connection not closed", consumer=self.name, error=repr(exc))
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
+        arrived = asyncio.get_running_loop().time()
         try:
-            async with self._slots:
+            async with self._intake.admit(arrived) as ticket:
                 if self._stopping:
                     await message.nack(requeue=True)
                     return
-                await self._wait_if_paused()
-                await self._process(message)
+                try:
+                    await self._process(message, ticket)
+                except UnroutableError as exc:
+                    # A retry or dead-letter queue is missing (deleted by hand?): keep the
+                    # message in its queue, and give the operator time to redeclare before it
+                    # comes back.
+                    _log.error(
+                        "retry or dead-letter queue missing", consumer=self.name, error=repr(exc)
+                    )
+                    self._intake.deferred(ticket, self._settings.pause_seconds)
+                    with contextlib.suppress(*BROKER_ERRORS):
+                        await message.nack(requeue=True)
+        except HeldTooLongError:
+            await self._put_back(message)
         except asyncio.CancelledError:
             # Shutdown ran out of grace: hand the message back for another consumer.
             with contextlib.suppress(*BROKER_ERRORS):
@@ -177,26 +246,24 @@ class Consumer:
             # The channel broke while settling: the broker redelivers unacked messages.
             _log.warning("could not settle message", consumer=self.name, error=repr(exc))
         except UnroutableError as exc:
-            # A retry or dead-letter queue is missing (deleted by hand?): keep the message in
-            # its queue, and give the operator time to redeclare before it comes back.
-            _log.error("retry or dead-letter queue missing", consumer=self.name, error=repr(exc))
-            self._pause(self._settings.pause_seconds)
+            _log.error("retry queue missing", consumer=self.name, error=repr(exc))
             with contextlib.suppress(*BROKER_ERRORS):
                 await message.nack(requeue=True)
         finally:
             self._inflight.discard(task)
 
-    async def _wait_if_paused(self) -> None:
-        loop = asyncio.get_running_loop()
-        delay = self._resume_at - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async def _put_back(self, message: AbstractIncomingMessage) -> None:
+        """Re-publish a message that waited its longest hold at paused intake, unrun and without
+        spending an attempt (see ``intake``)."""
+        _log.info(
+            "held back while a dependency is down; putting it back",
+            consumer=self.name,
+            message_id=message.message_id,
+        )
+        error = HeldBackError(f"held back {self._settings.max_hold_seconds} s by paused intake")
+        await self._settle(message, Defer(0.0, attempts_of(message)), error)
 
-    def _pause(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._resume_at = max(self._resume_at, loop.time() + seconds)
-
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def _process(self, message: AbstractIncomingMessage, ticket: Ticket) -> None:
         attempt = attempts_of(message) + 1
         try:
             envelope = EventEnvelope.model_validate_json(message.body)
@@ -238,15 +305,12 @@ class Consumer:
                 error = exc
             finally:
                 HANDLER_SECONDS.labels(self.name, event.type).observe(time.perf_counter() - started)
-            decision = decide(
-                error,
-                attempt=attempt,
-                deferrals=deferrals_of(message),
-                settings=self._settings,
-            )
+            decision = decide(error, attempt=attempt, settings=self._settings)
             _log_decision(log, decision, error)
             if isinstance(decision, Defer):
-                self._pause(decision.pause_seconds)
+                self._intake.deferred(ticket, decision.pause_seconds)
+            else:
+                self._intake.done(ticket)
             await self._settle(message, decision, error)
             span.set_attribute("herald.outcome", decision.outcome)
             log.info(
@@ -285,9 +349,11 @@ class Consumer:
 def _log_decision(
     log: structlog.stdlib.BoundLogger, decision: Decision, error: BaseException | None
 ) -> None:
-    if isinstance(decision, Defer):
+    if isinstance(decision, Defer) and decision.overloaded:
+        log.warning("no pooled connection free; rescheduling", error=repr(error))
+    elif isinstance(decision, Defer):
         log.warning(
-            "dependency unavailable; rescheduling", error=str(error), pause=decision.pause_seconds
+            "dependency unavailable; rescheduling", error=repr(error), pause=decision.pause_seconds
         )
     elif isinstance(decision, Retry):
         log.warning("handler failed; retrying later", error=repr(error), attempt=decision.attempts)

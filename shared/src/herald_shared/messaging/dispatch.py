@@ -1,17 +1,22 @@
 """Running an event's handlers: under one deadline, inside the inbox transaction when any of
 them uses the inbox, with a few quick in-process retries of transient errors.
 
-Whatever the handlers raise is passed on for ``herald_shared.messaging.failures.decide``.
+Whatever the handlers raise is passed on for ``herald_shared.messaging.failures.decide``. What
+the runtime's own inbox statements meet is told apart here, where it is known to be PostgreSQL:
+no connection free (``PoolExhaustedError``), or PostgreSQL unreachable, gone or not answering
+(``DatabaseUnavailableError``) — whereas the same ``OSError`` or ``TimeoutError`` raised inside a
+handler is the handler's own.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 
-from herald_shared.db import Database
+from herald_shared.db import CONNECTING_ERRORS, Database, DatabaseUnavailableError, acquire
 from herald_shared.events import EventData
 from herald_shared.messaging import inbox
 from herald_shared.messaging.failures import IN_PROCESS_RETRYABLE
@@ -59,7 +64,7 @@ class Dispatcher:
         except TimeoutError as exc:
             if deadline.expired():
                 raise HandlerTimeoutError(f"handlers ran past {self._timeout} s") from exc
-            raise  # a dependency's own timeout: unavailable, not this event's fault
+            raise  # a timeout of the handlers' own (or a query's): classified as what it is
 
     async def _run(self, route: Route, event: Event[EventData]) -> None:
         if not route.uses_inbox:
@@ -68,8 +73,10 @@ class Dispatcher:
             return
         if self._db is None:
             raise RuntimeError("handlers that use the inbox need a database")
-        async with self._db.writer() as tx:
-            if not await inbox.open_inbox(tx, self._consumer, event.id):
+        async with acquire(self._db.primary, self._db.acquire_timeout) as tx:
+            async with _inbox_statement():
+                opened = await inbox.open_inbox(tx, self._consumer, event.id)
+            if not opened:
                 await inbox.rollback(tx)
                 _log.info(
                     "duplicate event skipped", consumer=self._consumer, event_id=str(event.id)
@@ -81,6 +88,17 @@ class Dispatcher:
             except BaseException:
                 await inbox.rollback(tx)
                 raise
-            await inbox.commit(tx)
+            async with _inbox_statement():
+                await inbox.commit(tx)
         if self._after_commit is not None:
             self._after_commit()
+
+
+@contextlib.asynccontextmanager
+async def _inbox_statement() -> AsyncIterator[None]:
+    """One of the runtime's own inbox statements: any connection failure, and a command
+    timeout (PostgreSQL did not answer, not even to cancel the statement), is PostgreSQL's."""
+    try:
+        yield
+    except CONNECTING_ERRORS as exc:
+        raise DatabaseUnavailableError(f"inbox statement failed: {exc!r}") from exc

@@ -1,28 +1,37 @@
 """Retention jobs: published outbox rows, expired idempotency keys, old inbox records, finished
-webhook deliveries (the delivery log)."""
+webhook deliveries (the delivery log).
+
+Each deletes in batches, one transaction per batch: however large the backlog, no transaction
+grows past one batch, and what a batch deleted stays deleted if a later one fails (the next run
+carries on from there).
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from herald_shared.db import Connection
-from herald_worker.jobs.periodic import PeriodicJob
+from herald_worker.jobs.periodic import JobRun, PeriodicJob
 
-_BATCH = 10_000
+#: Rows one transaction deletes.
+BATCH = 10_000
 
 
-async def _delete_in_batches(conn: Connection, table: str, condition: str, *args: object) -> int:
+async def _delete_in_batches(
+    run: JobRun, table: str, condition: str, *args: object, batch: int
+) -> int:
     total = 0
-    while True:
-        status: str = await conn.execute(
-            f"DELETE FROM {table} WHERE ctid IN "  # noqa: S608 - fixed table and condition
-            f"(SELECT ctid FROM {table} WHERE {condition} LIMIT {_BATCH})",
-            *args,
-        )
+    while not run.stopping:
+        async with run.transaction() as conn:
+            status: str = await conn.execute(
+                f"DELETE FROM {table} WHERE ctid IN "  # noqa: S608 - fixed table and condition
+                f"(SELECT ctid FROM {table} WHERE {condition} LIMIT {batch})",
+                *args,
+            )
         deleted = int(status.split()[-1])
         total += deleted
-        if deleted < _BATCH:
-            return total
+        if deleted < batch:
+            break
+    return total
 
 
 def cleanup_jobs(
@@ -31,29 +40,35 @@ def cleanup_jobs(
     outbox_retention: timedelta,
     inbox_retention: timedelta,
     delivery_retention: timedelta,
+    batch: int = BATCH,
 ) -> list[PeriodicJob]:
-    async def outbox(conn: Connection) -> str:
+    async def outbox(run: JobRun) -> str:
         n = await _delete_in_batches(
-            conn, "outbox", "published_at < now() - $1::interval", outbox_retention
+            run, "outbox", "published_at < now() - $1::interval", outbox_retention, batch=batch
         )
         return f"deleted {n} published outbox rows"
 
-    async def idempotency(conn: Connection) -> str:
-        n = await _delete_in_batches(conn, "idempotency_keys", "expires_at < now()")
+    async def idempotency(run: JobRun) -> str:
+        n = await _delete_in_batches(run, "idempotency_keys", "expires_at < now()", batch=batch)
         return f"deleted {n} expired idempotency keys"
 
-    async def inbox(conn: Connection) -> str:
+    async def inbox(run: JobRun) -> str:
         n = await _delete_in_batches(
-            conn, "processed_events", "processed_at < now() - $1::interval", inbox_retention
+            run,
+            "processed_events",
+            "processed_at < now() - $1::interval",
+            inbox_retention,
+            batch=batch,
         )
         return f"deleted {n} processed-event records"
 
-    async def deliveries(conn: Connection) -> str:
+    async def deliveries(run: JobRun) -> str:
         n = await _delete_in_batches(
-            conn,
+            run,
             "webhook_deliveries",
             "status <> 'pending' AND updated_at < now() - $1::interval",
             delivery_retention,
+            batch=batch,
         )
         return f"deleted {n} finished webhook deliveries"
 

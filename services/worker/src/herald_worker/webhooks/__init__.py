@@ -8,6 +8,7 @@ also the delivery log clients read through the API.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from herald_shared.webhooks.settings import WebhookSettings
 from herald_shared.webhooks.ssrf import Resolver, system_resolver
@@ -24,7 +25,12 @@ async def run_deliveries(
     stop: asyncio.Event,
     *,
     resolver: Resolver = system_resolver,
+    events_committed: Callable[[], None] | None = None,
 ) -> None:
-    """Deliver due webhook deliveries until ``stop`` is set (a background job of ``serve``)."""
+    """Deliver due webhook deliveries until ``stop`` is set (a background job of ``serve``);
+    ``events_committed`` is called after a commit that wrote outbox rows."""
     async with create_http_client(settings) as client:
-        await DeliveryLoop(deps.db, settings, client, resolver=resolver).run(stop)
+        loop = DeliveryLoop(
+            deps.db, settings, client, resolver=resolver, events_committed=events_committed
+        )
+        await loop.run(stop)

@@ -10,6 +10,10 @@ attempt and retries after the backoff, until ``max_attempts`` make the delivery 
 refused by the address check is dead at once, without an attempt. Deliveries are at least once:
 a worker that dies mid-call leaves a lease that expires, and the call is made again (receivers
 drop repeats by ``webhook-id``).
+
+Disabling an endpoint writes ``webhook.disabled`` to the outbox: once that commits, the loop
+tells the process's outbox relay (``events_committed``), as the consumer does after its handlers'
+commits, so the event goes out at once rather than at the relay's next sweep.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import asyncpg
 import httpx
@@ -49,6 +54,7 @@ from herald_worker.webhooks.store import (
     Attempt,
     ClaimedDelivery,
     DisablePolicy,
+    Recorded,
     cancel,
     claim_due,
     record_failure,
@@ -58,6 +64,7 @@ from herald_worker.webhooks.store import (
 
 _log = structlog.get_logger(__name__)
 _tracer = trace.get_tracer(__name__)
+R = TypeVar("R")
 _DB_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError)
 
 
@@ -76,8 +83,12 @@ class DeliveryLoop:
         client: httpx.AsyncClient,
         *,
         resolver: Resolver = system_resolver,
+        events_committed: Callable[[], None] | None = None,
     ) -> None:
+        """``events_committed`` is called after a transaction that wrote outbox rows commits
+        (e.g. to wake an outbox relay)."""
         self._db = db
+        self._events_committed = events_committed
         self._settings = settings
         self._client = client
         self._resolver = resolver
@@ -260,17 +271,7 @@ class DeliveryLoop:
         made = delivery.attempts + 1
         last = made >= self._settings.max_attempts
         retry_after = None if last else timedelta(seconds=backoff_delay(self._settings, made))
-        await self._record(
-            delivery,
-            lambda conn: record_failure(
-                conn,
-                delivery,
-                attempt,
-                retry_after=retry_after,
-                counts_attempt=True,
-                policy=self._policy,
-            ),
-        )
+        await self._record_failure(delivery, attempt, retry_after=retry_after, counts_attempt=True)
         _log.info(
             "webhook attempt failed",
             delivery_id=str(delivery.id),
@@ -283,13 +284,30 @@ class DeliveryLoop:
     async def _refuse(self, delivery: ClaimedDelivery, reason: str) -> str:
         _log.warning("webhook target refused", delivery_id=str(delivery.id), reason=reason)
         refused = Attempt(None, f"refused: {reason}", None)
-        await self._record(
+        await self._record_failure(delivery, refused, retry_after=None, counts_attempt=False)
+        return "refused"
+
+    async def _record_failure(
+        self,
+        delivery: ClaimedDelivery,
+        attempt: Attempt,
+        *,
+        retry_after: timedelta | None,
+        counts_attempt: bool,
+    ) -> None:
+        recorded = await self._record(
             delivery,
             lambda conn: record_failure(
-                conn, delivery, refused, retry_after=None, counts_attempt=False, policy=self._policy
+                conn,
+                delivery,
+                attempt,
+                retry_after=retry_after,
+                counts_attempt=counts_attempt,
+                policy=self._policy,
             ),
         )
-        return "refused"
+        if recorded is Recorded.DISABLED and self._events_committed is not None:
+            self._events_committed()
 
     async def _breaker_open(
         self, delivery: ClaimedDelivery, destination: Destination, exc: BreakerOpenError
@@ -310,9 +328,11 @@ class DeliveryLoop:
         return "deferred"
 
     async def _record(
-        self, delivery: ClaimedDelivery, write: Callable[[Connection], Awaitable[bool]]
-    ) -> None:
-        """Run one recording statement; False from it means another worker holds the row now."""
+        self, delivery: ClaimedDelivery, write: Callable[[Connection], Awaitable[R]]
+    ) -> R:
+        """Run one recording statement; a false result means another worker holds the row now."""
         async with self._db.writer() as conn:
-            if not await write(conn):
-                _log.warning("webhook delivery lease lost", delivery_id=str(delivery.id))
+            result = await write(conn)
+        if not result:
+            _log.warning("webhook delivery lease lost", delivery_id=str(delivery.id))
+        return result

@@ -5,20 +5,23 @@ destinations. Its breaker opens after ``breaker_failures`` consecutive host fail
 (unreachable, timed out, 5xx, 429); while open, its deliveries are put back without an attempt,
 so a dead or slow receiver holds at most ``per_host_concurrency`` delivery slots, and only
 until its breaker opens.
+
+A destination's health is the customer's business, not an outage of Herald: its breaker is not
+exported under ``herald_breaker_open`` (which pages); ``herald_webhook_destinations_open``
+counts the destinations whose breakers are open or half-open.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
 
-from herald_shared.metrics import BREAKER_OPEN
+from herald_shared.metrics import WEBHOOK_DESTINATIONS_OPEN
 from herald_shared.resilience import Breaker, Clock
 from herald_worker.webhooks.sender import AttemptResult
 
-#: Forget idle destinations with closed breakers beyond this many (bounds memory and metrics).
+#: Forget idle destinations with closed breakers beyond this many (bounds memory).
 MAX_REMEMBERED = 10_000
 
 
@@ -47,6 +50,8 @@ class Destinations:
         self._reset = reset_seconds
         self._clock = clock
         self._known: dict[str, Destination] = {}
+        #: Origins whose breaker is open or half-open.
+        self._unhealthy: set[str] = set()
 
     def get(self, origin: str) -> Destination:
         destination = self._known.get(origin)
@@ -60,10 +65,21 @@ class Destinations:
                     reset_timeout=self._reset,
                     counts=(HostFailureError,),
                     clock=self._clock,
+                    on_change=lambda _, state: self._breaker_changed(origin, state),
+                    exported=False,
                 ),
             )
             self._known[origin] = destination
         return destination
+
+    def _breaker_changed(self, origin: str, state: str) -> None:
+        if state == "closed":
+            if origin in self._unhealthy:
+                self._unhealthy.discard(origin)
+                WEBHOOK_DESTINATIONS_OPEN.dec()
+        elif origin not in self._unhealthy:
+            self._unhealthy.add(origin)
+            WEBHOOK_DESTINATIONS_OPEN.inc()
 
     def room(self, per_destination: int) -> dict[uuid.UUID, int]:
         """How many more deliveries each known webhook's destination can take now (0: full)."""
@@ -79,5 +95,3 @@ class Destinations:
         for origin, destination in list(self._known.items()):
             if destination.active == 0 and destination.breaker.state == "closed":
                 del self._known[origin]
-                with contextlib.suppress(KeyError):
-                    BREAKER_OPEN.remove(destination.breaker.name)

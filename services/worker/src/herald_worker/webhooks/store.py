@@ -11,6 +11,7 @@ what the next one recorded.
 
 from __future__ import annotations
 
+import enum
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -221,6 +222,18 @@ class DisablePolicy:
     after_failing: timedelta
 
 
+class Recorded(enum.Enum):
+    """What recording a failed attempt did; false when the lease was lost (nothing recorded)."""
+
+    LEASE_LOST = "lease lost"
+    RECORDED = "recorded"
+    #: Recorded, and the endpoint disabled: ``webhook.disabled`` is in the outbox, committed.
+    DISABLED = "disabled"
+
+    def __bool__(self) -> bool:
+        return self is not Recorded.LEASE_LOST
+
+
 async def record_failure(
     conn: Connection,
     claimed: ClaimedDelivery,
@@ -229,7 +242,7 @@ async def record_failure(
     retry_after: timedelta | None,
     counts_attempt: bool,
     policy: DisablePolicy,
-) -> bool:
+) -> Recorded:
     """Record a failed attempt: due again after ``retry_after``, or dead when it is None.
 
     In the same transaction the endpoint's failure record grows, and when it has failed for too
@@ -255,7 +268,7 @@ async def record_failure(
             attempt.latency_ms,
         )
         if status != "UPDATE 1":
-            return False
+            return Recorded.LEASE_LOST
         endpoint = await conn.fetchrow(
             """
             UPDATE webhooks SET
@@ -270,9 +283,10 @@ async def record_failure(
             policy.after_failing,
         )
         reason = _disable_reason(endpoint, policy)
-        if endpoint is not None and reason is not None:
-            await disable(conn, claimed.webhook_id, endpoint["account_id"], endpoint["url"], reason)
-    return True
+        if endpoint is None or reason is None:
+            return Recorded.RECORDED
+        await disable(conn, claimed.webhook_id, endpoint["account_id"], endpoint["url"], reason)
+    return Recorded.DISABLED
 
 
 def origin_of(url: str) -> str:
