@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
-import aiormq
 import asyncpg
 import uvloop
 
@@ -54,6 +53,7 @@ from bench.pipeline_results import (
     stages_of,
 )
 from bench.procs import BIN, CpuMeter, Group, Groups, shared_server_pids
+from bench.seams import queue_depth
 from bench.servers import start_server
 
 _TIMES = """
@@ -80,23 +80,13 @@ class Pipeline:
 
 
 async def _queue_depths(amqp_url: str, queues: list[str]) -> int:
-    """Messages ready or unacknowledged in ``queues`` (asked with passive declares)."""
+    """Messages ready in ``queues`` (missing queues count as empty)."""
     connection = await aio_pika.connect(amqp_url)
-    total = 0
     try:
-        for name in queues:
-            channel = await connection.channel()
-            try:
-                queue = await channel.declare_queue(name, passive=True)
-                total += queue.declaration_result.message_count or 0
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                pass
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
+        depths = [await queue_depth(connection, name) for name in queues]
     finally:
         await connection.close()
-    return total
+    return sum(depth.messages for depth in depths if depth is not None)
 
 
 async def _wait_consumers(amqp_url: str, queues: list[str], seconds: float = 60) -> None:
@@ -105,16 +95,9 @@ async def _wait_consumers(amqp_url: str, queues: list[str], seconds: float = 60)
         deadline = time.monotonic() + seconds
         for name in queues:
             while True:
-                channel = await connection.channel()
-                try:
-                    queue = await channel.declare_queue(name, passive=True)
-                    if (queue.declaration_result.consumer_count or 0) > 0:
-                        break
-                except aiormq.exceptions.ChannelNotFoundEntity:
-                    pass
-                finally:
-                    if not channel.is_closed:
-                        await channel.close()
+                depth = await queue_depth(connection, name)
+                if depth is not None and depth.consumers > 0:
+                    break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{name} has no consumer")
                 await asyncio.sleep(0.1)

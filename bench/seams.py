@@ -25,6 +25,7 @@ from herald_shared.events import EventEnvelope, PostCreated
 from herald_shared.logs import configure_logging
 from herald_shared.messaging.connection import connect, open_channel
 from herald_shared.messaging.consumer import Consumer
+from herald_shared.messaging.depth import queue_depth
 from herald_shared.messaging.handlers import Event, HandlerTable
 from herald_shared.messaging.publisher import build_message, publish_confirmed
 from herald_shared.messaging.service import serve
@@ -74,6 +75,7 @@ __all__ = [
     "open_channel",
     "post_json",
     "publish_confirmed",
+    "queue_depth",
     "serve",
     "upgrade",
 ]

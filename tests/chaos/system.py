@@ -34,6 +34,7 @@ from herald_shared import accounts
 from herald_shared.apikeys import Role
 from herald_shared.events import EventEnvelope
 from herald_shared.messaging.connection import open_channel
+from herald_shared.messaging.depth import queue_depth
 from herald_shared.messaging.publisher import build_message, publish_confirmed
 from herald_shared.messaging.topology import ConsumerQueues, consumer_queues, exchange_name
 from tests.chaos.load import Account
@@ -399,14 +400,10 @@ class ChaosSystem:
         """Messages in ``queue`` (ready ones: with no consumer, all of them); None if absent."""
         connection = await aio_pika.connect(self.servers.rabbitmq.url, timeout=5)
         try:
-            channel = await connection.channel()
-            try:
-                declared = await channel.declare_queue(queue, passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                return None
-            return declared.declaration_result.message_count or 0
+            depth = await queue_depth(connection, queue)
         finally:
             await connection.close()
+        return None if depth is None else depth.messages
 
     async def publish(self, envelopes: Sequence[EventEnvelope]) -> None:
         """Publish envelopes as the relay does: persistent, message id = event id, confirmed."""
