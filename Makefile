@@ -56,8 +56,9 @@ test-integration: setup ## only the integration tests
 test-e2e: setup ## only the end-to-end tests (real service processes)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-test-chaos: setup tools ## the chaos scenarios as a longer soak (~15 min; the CI-sized run is in test)
-	HERALD_CHAOS_SOAK=1 $(BIN)/pytest tests/chaos $(PYTEST_ARGS)
+test-chaos: setup tools ## the chaos scenarios as a longer soak (~15 min), figures into docs/reliability.md
+	HERALD_CHAOS_SOAK=1 HERALD_CHAOS_REPORT=var/chaos/latest.json $(BIN)/pytest tests/chaos $(PYTEST_ARGS)
+	$(BIN)/python -m tests.chaos.report var/chaos/latest.json docs/reliability.md
 
 bench: setup tools ## benchmarks vs baselines and peer stacks (~25-30 min; BENCH_ARGS=--help)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,10 +1,14 @@
 """Fixtures of the chaos suite: the session's private PostgreSQL, Redis and RabbitMQ (started
 once, restored after every scenario that broke them), a ``ChaosSystem`` per scenario, and the
-figures of every scenario in the terminal summary."""
+figures of every scenario in the terminal summary — and, with ``HERALD_CHAOS_REPORT=<path>``,
+in a JSON file that ``python -m tests.chaos.report`` turns into docs/reliability.md's table."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +24,9 @@ from tests.support.servers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
 TEMPLATE = "chaos_template"
 #: Start-up figures of the session's servers, for the summary.
 STARTUP: list[str] = []
+#: Per scenario (test id): its outcome, how long it took and the ledger reports it made.
+SCENARIOS: dict[str, dict[str, object]] = {}
+_REPORTS_BEFORE: dict[str, int] = {}
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +80,41 @@ async def chaos_system(chaos_servers: PrivateServers, tmp_path: Path) -> AsyncIt
 @pytest.fixture(scope="session")
 def scale() -> Scale:
     return Scale.from_environment()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _REPORTS_BEFORE[item.nodeid] = len(REPORTS)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call" or report.nodeid not in _REPORTS_BEFORE:
+        return
+    made = REPORTS[_REPORTS_BEFORE[report.nodeid] :]
+    SCENARIOS[report.nodeid] = {
+        "outcome": report.outcome,
+        "seconds": round(report.duration, 1),
+        "reports": [
+            {**dataclasses.asdict(r), "statuses": dict(r.statuses), "summary": r.summary()}
+            for r in made
+        ],
+    }
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = os.environ.get("HERALD_CHAOS_REPORT")
+    if not path or not SCENARIOS:
+        return
+    scale = Scale.from_environment()
+    document = {
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "soak": scale.soak,
+        "load": dataclasses.asdict(scale.profile),
+        "phase_seconds": scale.phase_seconds,
+        "servers": STARTUP,
+        "scenarios": SCENARIOS,
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(document, indent=2) + "\n")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -15,6 +15,7 @@ import httpx
 from tests.chaos.load import Account, LoadDriver, LoadProfile
 from tests.chaos.subscribers import Subscriber, subscribe
 from tests.chaos.system import ChaosSystem, Service
+from tests.support.waiting import wait_until
 
 
 def soaking() -> bool:
@@ -72,6 +73,17 @@ class Scenario:
         """Seconds from ``mark`` to the first accepted write started after it."""
         first = self.driver.first_ok_write_after(self.marks[mark])
         return None if first is None else first - self.marks[mark]
+
+    async def wait_recovered(self, mark: str, *, seconds: float = 30.0) -> float:
+        """Wait until a write started after ``mark`` is accepted; the recovery time."""
+
+        async def recovered() -> bool:
+            return self.recovery_after(mark) is not None
+
+        await wait_until(recovered, seconds=seconds, interval=0.05, message="no write accepted")
+        recovery = self.recovery_after(mark)
+        assert recovery is not None
+        return recovery
 
 
 @contextlib.asynccontextmanager

@@ -67,15 +67,33 @@ async def test_consumers_told_to_stop_while_the_broker_is_down_stop_within_their
         declared = herald.mark("services ready")
         herald.driver.start()
         await herald.driver.wait_ok_writes(scale.warmup_writes)
-        await herald.driver.stop()
         await rabbitmq.settled(declared)
         await rabbitmq.kill()
+        # Writes go on into the outbox while the consumers are told to stop.
         stops = {}
         for consumer in ("worker", "cache-invalidator"):
             (service,) = chaos_system.running(consumer)
             # The grace is 5 s; allow as much again for the process to exit.
             stops[consumer] = await service.sigterm(10.0)
         await rabbitmq.restart()
+        # The replacements (a deploy, or the supervisor) take over what was left.
+        for consumer in ("worker", "cache-invalidator"):
+            await chaos_system.start_consumer(consumer)
+        await herald.driver.run_for(scale.phase_seconds)
+        await herald.driver.stop()
         codes = {consumer: code for consumer, (code, _) in stops.items()}
+        report = await check_ledger(
+            chaos_system,
+            herald.driver,
+            herald.subscribers,
+            scenario="consumers SIGTERMed while rabbitmq is down",
+        )
+        report.notes.append(
+            "stopped "
+            + ", ".join(
+                f"{name} (exit {code}) in {took:.1f} s" for name, (code, took) in stops.items()
+            )
+        )
         # None: still running when the wait ended.
         assert codes == {"worker": 0, "cache-invalidator": 0}, f"(exit code, seconds): {stops}"
+        assert_kept(report)

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from herald_shared.events import EventEnvelope, PostCreated
+from tests.chaos.ledger import REPORTS, LedgerReport
 from tests.chaos.poison_consumer import CRASH_STATUS, POISON_TITLE
 from tests.chaos.scenario import SCENARIO_TIMEOUT
 from tests.chaos.system import RETRY_DELAYS, ChaosSystem, Service
@@ -77,7 +78,18 @@ async def test_a_poison_event_is_dead_lettered_instead_of_crash_looping(
         "GROUP BY event_id",
         name,
     )
-    assert {row["event_id"]: row["n"] for row in rows} == {e.id: 1 for e in normal}
+    handled_once = {row["event_id"]: row["n"] for row in rows} == {e.id: 1 for e in normal}
+    REPORTS.append(
+        LedgerReport(
+            "poison event kills its consumer",
+            events=len(normal) + 1,
+            events_lost=len({e.id for e in normal} - {row["event_id"] for row in rows}),
+            duplicate_effects=sum(row["n"] - 1 for row in rows),
+            dead_letters={name: await chaos_system.queue_depth(queues.dead_letter) or 0},
+            notes=[f"{len(crashes)} crashes (exit {CRASH_STATUS}) before it was dead-lettered"],
+        )
+    )
+    assert handled_once, rows
     await consumer.sigterm(15.0)
     assert await chaos_system.queue_depth(queues.main) == 0
 
