@@ -77,6 +77,7 @@ async def test_rotating_returns_a_new_secret_once(
         "SELECT secret, previous_secret, previous_secret_expires_at FROM webhooks WHERE id = $1",
         uuid.UUID(created["id"]),
     )
+    assert stored is not None
     assert stored["secret"] == secret
     # The replaced secret is kept for the overlap, and the response says until when.
     assert stored["previous_secret"] == created["secret"]

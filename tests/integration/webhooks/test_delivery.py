@@ -249,6 +249,7 @@ async def test_without_an_overlap_the_old_secret_stops_at_once(
         "SELECT previous_secret, previous_secret_expires_at FROM webhooks WHERE id = $1",
         uuid.UUID(webhook["id"]),
     )
+    assert stored is not None
     assert tuple(stored) == (None, None)
     await receiver.wait_for(lambda: bool(receiver.find("post.created", post["id"])))
     delivered = receiver.find("post.created", post["id"])[0]
