@@ -14,6 +14,7 @@ from herald_api.http.body_limit import BodyLimitMiddleware
 from herald_api.http.head_sampling import sample_at_the_edge
 from herald_api.http.problems import install_problem_handlers, problems_as_problem_json
 from herald_api.http.request_context import RequestContextMiddleware
+from herald_api.http.unavailable import install_unavailable_handlers
 from herald_api.lifespan import create_lifespan
 from herald_api.routes import health, metrics, posts, search, stats, webhooks
 from herald_api.settings import Settings
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=NATIVE_TELEMETRY_OFF,
     )
     install_problem_handlers(app)
+    install_unavailable_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     if settings.telemetry.enabled:
