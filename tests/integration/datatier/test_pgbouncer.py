@@ -7,9 +7,10 @@ pid file and trust authentication against an auth file of its own (the test serv
 loopback; the manifests use SCRAM). Herald's database settings are exactly the manifests'
 ``HERALD_DB_*``, PgBouncer's address mapped to the private one.
 
-Through it: the API's writes and reads, idempotency keys, the outbox relay, the worker's inbox
-handlers and periodic jobs' advisory locks. Migrations do not go through it (decision 0020):
-the last test shows why, and that the manifests point them at the primary itself.
+Through it: the API's writes and reads, idempotency keys, the outbox relay, an inbox consumer,
+the worker's handlers and periodic jobs' advisory locks. Migrations do not go through it
+(decision 0020): the last test shows why, and that the manifests point them at the primary
+itself.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from herald_shared.db import create_database, pool_options
 from herald_shared.migrate import MIGRATION_LOCK_KEY, upgrade
 from herald_shared.settings import DatabaseSettings
 from herald_worker.jobs.periodic import JobRun, PeriodicJob, run_if_due
-from tests.conftest import ApiKey, MakeKey
+from tests.conftest import TEST_CONSUMERS, ApiKey, MakeKey
 from tests.integration.datatier.manifests import (
     PGBOUNCER_ADDRESS,
     alias_fields,
@@ -132,10 +133,15 @@ async def test_writes_reads_replays_relay_and_inbox_through_pgbouncer(
     processes: Processes,
 ) -> None:
     """Concurrent creates (with idempotency keys), reads, lists and replays through the pool;
-    the API's relay publishes every event; the real worker, its database also behind PgBouncer,
-    handles each in its inbox."""
+    the API's relay publishes every event; with their databases behind PgBouncer too, the real
+    worker handles each (its handlers are idempotent by construction) and a consumer records
+    each once in its inbox."""
     worker_env = {name: value for name, value in manifest_env.items() if name != "MIGRATE_DSN"}
     worker = await processes.start_service("herald_worker", "worker", worker_env)
+    # An inbox consumer (the test consumer's recording handler) with the same database settings.
+    recorder_name = f"t{uuid.uuid4().hex[:8]}"
+    TEST_CONSUMERS.add(recorder_name)
+    recorder = await processes.start_consumer(recorder_name, env=worker_env)
     before = _transactions(await bouncer.show("stats"), "herald")
     key = await make_key()
     api_settings = dataclasses.replace(settings, db=db_settings)
@@ -183,15 +189,35 @@ async def test_writes_reads_replays_relay_and_inbox_through_pgbouncer(
             return done == len(ids)
 
         await wait_until(handled, seconds=30, message="the worker did not enrich every post")
-        inbox: int = await db_pool.fetchval(
-            "SELECT count(*) FROM processed_events p JOIN outbox o ON o.event_id = p.event_id "
-            "WHERE o.aggregate_id = ANY($1::uuid[]) AND p.consumer LIKE 'worker%'",
+        events = await db_pool.fetch(
+            "SELECT event_id FROM outbox WHERE aggregate_id = ANY($1::uuid[]) "
+            "AND event_type = 'post.created'",
             ids,
         )
-        assert inbox >= len(ids)
+        event_ids = [row["event_id"] for row in events]
+
+        async def in_inbox() -> bool:
+            recorder.check_running()
+            done: int = await db_pool.fetchval(
+                "SELECT count(*) FROM processed_events "
+                "WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
+                recorder_name,
+                event_ids,
+            )
+            return done == len(ids)
+
+        await wait_until(in_inbox, seconds=30, message="the inbox consumer missed events")
+        effects = await db_pool.fetch(
+            "SELECT event_id, count(*) AS n FROM test_effects "
+            "WHERE consumer = $1 AND event_id = ANY($2::uuid[]) GROUP BY event_id",
+            recorder_name,
+            event_ids,
+        )
+        assert {row["event_id"]: row["n"] for row in effects} == dict.fromkeys(event_ids, 1)
         enriched = await api.http.get(f"/v1/posts/{ids[0]}", headers=key.headers)
         assert enriched.json()["word_count"] == 3
     assert await worker.terminate() == 0, worker.log_tail()
+    assert await recorder.terminate() == 0, recorder.log_tail()
     assert _transactions(await bouncer.show("stats"), "herald") > before
     errors = [line for line in worker.log_lines() if line.get("level") == "error"]
     assert not errors, errors
