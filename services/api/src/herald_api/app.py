@@ -13,8 +13,9 @@ from herald_api.http.head_sampling import sample_at_the_edge
 from herald_api.http.openapi import install_exact_document, operation_id
 from herald_api.http.problems import install_problem_handlers
 from herald_api.http.request_context import RequestContextMiddleware
+from herald_api.http.unavailable import install_unavailable_handlers
 from herald_api.lifespan import create_lifespan
-from herald_api.routes import health, metrics, posts, search, stats, webhooks
+from herald_api.routes import contracts, health, metrics, posts, search, stats, webhooks
 from herald_api.settings import Settings
 from herald_shared.logs import configure_logging
 from herald_shared.telemetry import configure_tracing
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     install_problem_handlers(app)
+    install_unavailable_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     if settings.telemetry.enabled:
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Outside even that: unsampled requests skip the instrumentation altogether.
         sample_at_the_edge(app, settings.telemetry.sample_ratio)
     app.include_router(health.router)
+    app.include_router(contracts.router)
     app.include_router(metrics.router)
     app.include_router(posts.router)
     app.include_router(search.router)

@@ -21,7 +21,6 @@ from starlette.routing import Match
 
 from herald_api.http.media import JSON, PROBLEM_JSON
 from herald_api.http.request_context import request_id_of
-from herald_shared.db import UNAVAILABLE_ERRORS
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _log = structlog.get_logger(__name__)
@@ -168,18 +167,6 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _on_unavailable(request: Request, exc: Exception) -> Response:
-    _log.warning("database unavailable", error=repr(exc))
-    return problem_response(
-        request,
-        Problem(
-            503,
-            "A backing service is unavailable; try again shortly.",
-            headers={"Retry-After": "2"},
-        ),
-    )
-
-
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     _log.error("unhandled error", exc_info=exc, path=request.url.path)
     return problem_response(request, Problem(500, "An unexpected error occurred."))
@@ -189,9 +176,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
-    for error in UNAVAILABLE_ERRORS:
-        if issubclass(error, Exception):
-            app.add_exception_handler(error, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
 
 
