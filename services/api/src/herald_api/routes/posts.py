@@ -18,8 +18,9 @@ from herald_api.access.principals import CachedRead, WritePrincipal, read_throug
 from herald_api.http.media import JSON
 from herald_api.http.preconditions import etag_for, if_match_fails, if_none_match_hits
 from herald_api.http.problems import Problem, problem_responses
-from herald_api.idempotency import Created, IdempotencyKey, StoredResponse, create_once
+from herald_api.idempotency import IdempotencyKey, create_in_one_statement
 from herald_api.lifespan import AppState, StateDep
+from herald_api.posts.creation import post_creation
 from herald_api.posts.listing import ListPlan, plan_list
 from herald_api.posts.reads import (
     PostLookup,
@@ -32,7 +33,6 @@ from herald_api.posts.reads import (
 )
 from herald_api.posts.repository import (
     delete_post,
-    insert_post,
     is_enriched,
     list_posts,
     lock_post,
@@ -40,8 +40,7 @@ from herald_api.posts.repository import (
 )
 from herald_api.posts.schemas import PostCreate, PostOut, PostPage, PostPatch
 from herald_shared.cache import decode_entry, version_of
-from herald_shared.db import Connection
-from herald_shared.events import EventEnvelope, PostCreated, PostDeleted, PostUpdated
+from herald_shared.events import EventEnvelope, PostDeleted, PostUpdated
 from herald_shared.metrics import CACHE_LOOKUPS
 from herald_shared.outbox import enqueue_event
 from herald_shared.tracecontext import current_trace_headers
@@ -113,26 +112,14 @@ async def create_post(
     principal: WritePrincipal,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    async def insert(conn: Connection) -> Created[asyncpg.Record]:
-        row = await insert_post(
-            conn,
-            author_id=principal.account_id,
-            title=payload.title,
-            body=payload.body,
-            tags=payload.tags,
-            status=payload.status,
-        )
-        event = EventEnvelope.wrap(
-            PostCreated.model_validate(_snapshot(row)),
-            aggregate_id=row["id"],
-            aggregate_version=row["version"],
-        )
-        await enqueue_event(conn, event, current_trace_headers())
-        headers = {"Location": f"{router.prefix}/{row['id']}", "ETag": _etag(row)}
-        return Created(row, StoredResponse(201, post_json(row), headers))
-
-    outcome = await create_once(
-        state, principal, idempotency_key, path=router.prefix, payload=payload, create=insert
+    write = post_creation(
+        principal.account_id,
+        payload,
+        location_prefix=router.prefix,
+        trace_headers=current_trace_headers(),
+    )
+    outcome = await create_in_one_statement(
+        state, principal, idempotency_key, path=router.prefix, payload=payload, write=write
     )
     if outcome.created is not None:
         await _after_write(state, outcome.created["id"], outcome.created["version"])

@@ -95,8 +95,15 @@ class WebhookCreated(WebhookOut):
 class WebhookSecret(BaseModel):
     id: uuid.UUID
     secret: str = Field(
-        description="The new signing secret, shown only in this response; the old one stops "
-        "signing at once."
+        description="The new signing secret, shown only in this response. Every attempt from "
+        "now on is signed with it."
+    )
+    previous_secret_expires_at: datetime | None = Field(
+        description=(
+            "Until then every attempt is also signed with the previous secret (one more "
+            "signature in `webhook-signature`), so the receiver can switch without refusing "
+            "any; null when the previous secret stopped signing at once."
+        )
     )
 
 
