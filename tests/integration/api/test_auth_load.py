@@ -61,7 +61,15 @@ def load_settings(
     return replace(
         settings,
         server=ServerSettings(auth_cache_ttl_seconds=0, unknown_key_cache_ttl_seconds=unknown_ttl),
-        redis=RedisSettings(url=REDIS_URL, key_prefix=prefix),
+        # Patient Redis deadlines: a limiter failing open on a busy machine would let lookups
+        # through, and that is not what is measured here.
+        redis=RedisSettings(
+            url=REDIS_URL,
+            key_prefix=prefix,
+            socket_timeout_seconds=2,
+            pool_timeout_seconds=2,
+            connect_timeout_seconds=2,
+        ),
         rate_limit=RateLimitSettings(
             window_seconds=WINDOW,
             read_per_window=1_000_000,
