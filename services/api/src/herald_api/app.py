@@ -16,7 +16,7 @@ from herald_api.http.problems import install_problem_handlers, problems_as_probl
 from herald_api.http.request_context import RequestContextMiddleware
 from herald_api.http.unavailable import install_unavailable_handlers
 from herald_api.lifespan import create_lifespan
-from herald_api.routes import health, metrics, posts, search, stats, webhooks
+from herald_api.routes import contracts, health, metrics, posts, search, stats, webhooks
 from herald_api.settings import Settings
 from herald_shared.logs import configure_logging
 from herald_shared.telemetry import configure_tracing
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Outside even that: unsampled requests skip the instrumentation altogether.
         sample_at_the_edge(app, settings.telemetry.sample_ratio)
     app.include_router(health.router)
+    app.include_router(contracts.router)
     app.include_router(metrics.router)
     app.include_router(posts.router)
     app.include_router(search.router)
