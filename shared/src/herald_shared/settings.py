@@ -151,6 +151,15 @@ class ConsumerSettings(BaseSettings):
             "savepoint (1: one transaction per event)."
         ),
     )
+    inbox_batch_window_seconds: float = Field(
+        default=0.01,
+        gt=0,
+        le=10,
+        description=(
+            "Longest an inbox batch runs its events one after another before handing the rest "
+            "to other connections; handlers slower than this on average run unbatched."
+        ),
+    )
     in_process_attempts: int = Field(
         default=3, ge=1, le=10, description="Tries of a transient failure before the retry queues."
     )

@@ -4,7 +4,8 @@ applied once), and a duplicate inside one batch is skipped.
 
 The consumer is paused (SIGSTOP) while the events are published, so that on SIGCONT it finds
 them all delivered at once, as a busy consumer does; the effects record the id of the
-transaction they committed in."""
+transaction they committed in. The recording handler makes a few queries of its own on other
+connections, so the batch window is widened to keep a loaded machine from splitting batches."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tests.integration.events.conftest import effects, wait_for_effects
 from tests.support.broker import Broker
 from tests.support.processes import ServiceProcess, kill_group
 from tests.support.services import Processes
+
+BATCHING = {"HERALD_CONSUMER_INBOX_BATCH_WINDOW_SECONDS": "2"}
 
 
 def post(title: str) -> EventEnvelope:
@@ -51,7 +54,7 @@ async def test_a_failing_event_rolls_back_alone_and_its_batch_mates_commit(
     broker: Broker, processes: Processes, db_pool: asyncpg.Pool, consumer_name: str
 ) -> None:
     consumer = await processes.start_consumer(
-        consumer_name, behaviour="fail-once-on:bad", concurrency=8, prefetch=16
+        consumer_name, behaviour="fail-once-on:bad", concurrency=8, prefetch=16, env=BATCHING
     )
     bad = post("bad")
     good = [post("good") for _ in range(5)]
@@ -77,7 +80,9 @@ async def test_a_failing_event_rolls_back_alone_and_its_batch_mates_commit(
 async def test_duplicates_inside_one_batch_are_applied_once(
     broker: Broker, processes: Processes, db_pool: asyncpg.Pool, consumer_name: str
 ) -> None:
-    consumer = await processes.start_consumer(consumer_name, concurrency=8, prefetch=16)
+    consumer = await processes.start_consumer(
+        consumer_name, concurrency=8, prefetch=16, env=BATCHING
+    )
     twice = post("twice")
     others = [post("other") for _ in range(3)]
     await deliver_at_once(consumer, broker, [twice, others[0], twice, others[1], twice, others[2]])

@@ -20,8 +20,15 @@ or, when the first failed and was rolled back, is applied. Nothing is reported d
 batch's ``COMMIT``; if the transaction itself breaks (the connection, the commit), every event
 of the batch is reported failed with that error and goes the usual retry way.
 
-A lone delivery runs as before (``dispatch``'s single transaction): batching only changes
-anything when deliveries are in flight together.
+A batch runs its events one after another on its connection, so it is only worth it for
+handlers that are quick: once a batch has run for ``window`` seconds, the events it has not
+started are handed to batches of their own, on other connections (so batching delays no
+event's start by more than the window), and while the handlers' recent cost (a moving average)
+is above the window every event runs alone, in parallel, as without batching. A lone event
+is claimed without a savepoint, as ``dispatch`` would.
+
+A waiter cancelled (the consumer stopping past its grace period) cancels its batch, which
+rolls back: the batch-mates are reported failed and, like the cancelled event, handed back.
 """
 
 from __future__ import annotations
@@ -55,6 +62,17 @@ class _Item:
     done: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    batch: asyncio.Task[None] | None = None
+
+    def settle(self, applied: bool | BaseException) -> None:
+        if self.done.done():
+            return  # its waiter was cancelled
+        if isinstance(applied, asyncio.CancelledError):
+            self.done.cancel()  # its batch was cancelled: the consumer is stopping
+        elif isinstance(applied, BaseException):
+            self.done.set_exception(applied)
+        else:
+            self.done.set_result(applied)
 
 
 class InboxBatcher:
@@ -63,20 +81,24 @@ class InboxBatcher:
         consumer: str,
         *,
         max_batch: int,
+        window: float,
         with_connection: WithConnection,
         run_steps: RunSteps,
         statement: Statement,
         after_commit: Callable[[], None] | None,
     ) -> None:
-        self._statement = statement
         self._consumer = consumer
         self._max_batch = max_batch
+        self._window = window
         self._with_connection = with_connection
         self._run_steps = run_steps
+        self._statement = statement
         self._after_commit = after_commit
         self._pending: list[_Item] = []
         self._scheduled = False
         self._batches: set[asyncio.Task[None]] = set()
+        #: Moving average of one event's handlers' time, in seconds.
+        self._cost = 0.0
 
     async def submit(self, route: Route, event: Event[EventData]) -> bool:
         """Run the event's inbox handlers in the next batch; True when applied, False when the
@@ -86,18 +108,26 @@ class InboxBatcher:
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._start)
-        # The batch finishes the event whatever becomes of this waiter (a deadline, a stop):
-        # its outcome is settled by the batch's commit, not by the waiter.
-        return await asyncio.shield(item.done)
+        try:
+            return await item.done
+        except asyncio.CancelledError:
+            if item.batch is not None:
+                item.batch.cancel()
+            raise
 
     def _start(self) -> None:
         self._scheduled = False
         pending, self._pending = self._pending, []
-        for first in range(0, len(pending), self._max_batch):
-            batch = pending[first : first + self._max_batch]
-            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
+        size = self._max_batch if self._cost <= self._window else 1
+        for first in range(0, len(pending), size):
+            self._launch(pending[first : first + size])
+
+    def _launch(self, batch: list[_Item]) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        for item in batch:
+            item.batch = task
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
 
     async def _run_batch(self, batch: list[_Item]) -> None:
         applied: list[_Item] = []
@@ -106,13 +136,12 @@ class InboxBatcher:
         except BaseException as exc:
             # The transaction broke (or never began): nothing of the batch was committed.
             for item in batch:
-                if not item.done.done():
-                    item.done.set_exception(exc)
+                item.settle(exc)
             if not isinstance(exc, Exception):
                 raise
             return
         for item in applied:
-            item.done.set_result(True)
+            item.settle(True)
         if applied and self._after_commit is not None:
             self._after_commit()
 
@@ -123,12 +152,24 @@ class InboxBatcher:
     async def _in_transaction(
         self, tx: Connection, batch: list[_Item], applied: list[_Item]
     ) -> None:
+        loop = asyncio.get_running_loop()
         failed: list[tuple[_Item, BaseException]] = []
         skipped: list[_Item] = []
         alone = len(batch) == 1  # no savepoint needed: its failure rolls back everything
         opened = False
+        started = 0
+
+        def hand_off() -> None:
+            # Slow handlers: the events not started go on other connections, each alone.
+            for rest in batch[started:]:
+                self._launch([rest])
+            del batch[started:]
+
+        timer = None if alone else loop.call_later(self._window, hand_off)
         try:
-            for item in batch:
+            while started < len(batch):
+                item = batch[started]
+                started += 1
                 if alone:
                     claim = inbox.claim_sql(self._consumer, item.event.id)
                 else:
@@ -139,6 +180,7 @@ class InboxBatcher:
                 if await self._execute(tx, claim) != "INSERT 0 1":
                     skipped.append(item)
                     continue
+                ran = loop.time()
                 try:
                     await self._run_steps(item.route, item.event, tx)
                 except Exception as exc:
@@ -148,16 +190,22 @@ class InboxBatcher:
                     failed.append((item, exc))
                 else:
                     applied.append(item)
+                finally:
+                    self._cost = 0.8 * self._cost + 0.2 * (loop.time() - ran)
+            if timer is not None:
+                timer.cancel()
             await self._execute(tx, "COMMIT")
         except BaseException:
+            if timer is not None:
+                timer.cancel()
             applied.clear()
             if opened:
                 await inbox.rollback(tx)
             raise
         for item, error in failed:
-            item.done.set_exception(error)
+            item.settle(error)
         for item in skipped:
             _log.info(
                 "duplicate event skipped", consumer=self._consumer, event_id=str(item.event.id)
             )
-            item.done.set_result(False)
+            item.settle(False)
