@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -12,7 +10,8 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from herald_api.access.route_check import check_routes_spend
 from herald_api.http.body_limit import BodyLimitMiddleware
 from herald_api.http.head_sampling import sample_at_the_edge
-from herald_api.http.problems import install_problem_handlers, problems_as_problem_json
+from herald_api.http.openapi import install_exact_document, operation_id
+from herald_api.http.problems import install_problem_handlers
 from herald_api.http.request_context import RequestContextMiddleware
 from herald_api.http.unavailable import install_unavailable_handlers
 from herald_api.lifespan import create_lifespan
@@ -44,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Requests are traced by the OpenTelemetry ASGI instrumentation below, and metered by
         # Prometheus; FastAPI's own telemetry would wrap every request and dependency again.
         telemetry=NATIVE_TELEMETRY_OFF,
+        generate_unique_id_function=operation_id,
     )
     install_problem_handlers(app)
     install_unavailable_handlers(app)
@@ -62,19 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stats.router)
     app.include_router(webhooks.router)
     check_routes_spend(app.routes)
-    _document_problems(app)
+    install_exact_document(app)
     return app
-
-
-def _document_problems(app: FastAPI) -> None:
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = problems_as_problem_json(build())
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_server_app() -> FastAPI:
