@@ -34,6 +34,15 @@ class ServerSettings(BaseSettings):
     auth_cache_ttl_seconds: float = Field(
         default=5.0, ge=0, description="How long a verified key is trusted before re-checking."
     )
+    unknown_key_cache_ttl_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description=(
+            "How long a token found not to be valid is refused without asking PostgreSQL "
+            "again (0 turns that cache off)."
+        ),
+    )
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
 
 
