@@ -72,6 +72,7 @@ async def test_commits_during_the_window_share_the_woken_claim(
         name="test-relay-window",
         coalesce=window,
     )
+
     async def woken() -> bool:
         return in_window.is_set()
 
