@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from herald_shared.settings import (
     AmqpSettings,
@@ -44,6 +45,21 @@ class ServerSettings(BaseSettings):
         ),
     )
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+    trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Comma-separated addresses or CIDRs of the proxies in front of the API: "
+            "X-Forwarded-For is read only from them (the client is its rightmost address not "
+            "among them). Empty: the peer is the client."
+        ),
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
 
 @dataclass(frozen=True, slots=True)
