@@ -110,6 +110,10 @@ class CacheKeys:
     def rate_limit(self, subject: str) -> str:
         return f"{self.prefix}rl:{subject}"
 
+    def unknown_api_key(self, digest: str) -> str:
+        """A bearer token found not to be valid, named by a digest of it (never the token)."""
+        return f"{self.prefix}authx:{digest}"
+
 
 @dataclass(frozen=True, slots=True)
 class CachedPost:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ from herald_api.lifespan import AppState
 from herald_shared.db import Connection
 
 _MAX_KEY_CHARS = 255
+#: 1 to 255 printable ASCII characters, not starting or ending with a space (HTTP strips those).
+KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$"
+_KEY_RE = re.compile(KEY_PATTERN)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -45,6 +49,7 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         description="Makes the request safe to retry: a replay returns the original response.",
         examples=["2f1d9c1e-create-post-42"],
+        json_schema_extra={"pattern": KEY_PATTERN},
     ),
 ]
 # The first half of the two-int advisory lock id; other users of advisory locks pick other values.
@@ -59,10 +64,11 @@ class StoredResponse:
 
 
 def validate_key(key: str) -> str:
-    if not 1 <= len(key) <= _MAX_KEY_CHARS or not key.isascii() or not key.isprintable():
+    if _KEY_RE.fullmatch(key) is None:
         raise Problem(
             400,
-            f"Idempotency-Key must be 1 to {_MAX_KEY_CHARS} printable ASCII characters.",
+            f"Idempotency-Key must be 1 to {_MAX_KEY_CHARS} printable ASCII characters, "
+            "without a space at either end.",
             type_="invalid-idempotency-key",
         )
     return key

@@ -70,6 +70,8 @@ class LimitResult:
     retry_after_seconds: int | None = None
     #: The extra key's value, when one was asked for and the request was allowed.
     value: bytes | None = None
+    #: The counter the request was counted in, when it was (for ``RateLimiter.refund``).
+    counted_in: str | None = None
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         headers = [
@@ -80,6 +82,14 @@ class LimitResult:
             headers.append((b"ratelimit-remaining", str(self.remaining).encode()))
             headers.append((b"ratelimit-reset", str(self.reset_seconds).encode()))
         return headers
+
+
+# KEYS[1] a window counter: take back one request counted in it, if it still holds any.
+_REFUND = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
 
 
 class RateLimitUnavailableError(Exception):
@@ -98,6 +108,7 @@ class RateLimiter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._script = client.register_script(_HIT)
+        self._refund = client.register_script(_REFUND)
         self._keys = keys
         self._breaker = breaker
         self._window_ms = window_seconds * 1000
@@ -131,4 +142,15 @@ class RateLimiter:
             reset_seconds=math.ceil(int(reset_ms) / 1000),
             retry_after_seconds=max(1, math.ceil(int(retry_ms) / 1000)) if not allowed else None,
             value=value if isinstance(value, bytes) else None,
+            counted_in=keys[0] if allowed else None,
         )
+
+    async def refund(self, result: LimitResult) -> None:
+        """Take back the request ``result`` counted (best effort: Redis failing keeps it)."""
+        if result.counted_in is None:
+            return
+        try:
+            async with self._breaker.guard():
+                await self._refund(keys=[result.counted_in])
+        except _UNAVAILABLE as exc:
+            _log.debug("rate limit refund failed", error=repr(exc))

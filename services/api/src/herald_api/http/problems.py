@@ -150,9 +150,10 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = _validation_errors(exc)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if request.method in ("POST", "PUT", "PATCH") and not (
-        content_type == JSON or content_type.endswith("+json")
-    ):
+    # Only a route that takes a body finds fault with it: a bad path parameter of a POST without
+    # a body is a 422 like any other.
+    about_body = any(e["loc"][:1] == ["body"] for e in errors)
+    if about_body and not (content_type == JSON or content_type.endswith("+json")):
         return problem_response(
             request,
             Problem(415, "Send the body as JSON with Content-Type: application/json."),
@@ -184,18 +185,3 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": ProblemDetail, "description": HTTPStatus(status).phrase}
         for status in statuses
     }
-
-
-def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite the OpenAPI document so every error response is ``application/problem+json``.
-
-    FastAPI documents a response ``model`` under the route's media type (application/json);
-    the API never sends errors that way.
-    """
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
-            for status, response in operation.get("responses", {}).items():
-                content = response.get("content", {})
-                if status.isdigit() and int(status) >= 400 and JSON in content:
-                    content[PROBLEM_JSON] = content.pop(JSON)
-    return schema

@@ -25,6 +25,7 @@ from fastapi.responses import Response
 
 from herald_api.access.principals import ReadPrincipal, WritePrincipal
 from herald_api.http.media import json_response
+from herald_api.http.openapi import declared_headers, links_to
 from herald_api.http.problems import Problem, problem_responses
 from herald_api.idempotency import Created, IdempotencyKey, StoredResponse, create_once
 from herald_api.lifespan import StateDep
@@ -84,10 +85,28 @@ def _check_target(url: str, settings: WebhookSettings) -> None:
 @router.post(
     "",
     status_code=201,
-    response_model=WebhookCreated,
+    # A replay (Idempotent-Replayed: true) answers without the secret.
+    response_model=WebhookCreated | WebhookOut,
+    operation_id="create_webhook",
     summary="Subscribe a URL to events",
-    description="The response holds the signing secret; it is never shown again.",
-    responses=problem_responses(400, 401, 409, 413, 415, 422, 429, 503),
+    description=(
+        "The response holds the signing secret; it is never shown again (a replay of the "
+        "request answers without it)."
+    ),
+    responses={
+        201: {
+            "headers": declared_headers("Location", optional=("Idempotent-Replayed",)),
+            "links": links_to(
+                "webhook_id",
+                "get_webhook",
+                "update_webhook",
+                "delete_webhook",
+                "rotate_webhook_secret",
+                "list_webhook_deliveries",
+            ),
+        },
+        **problem_responses(400, 401, 409, 413, 415, 422, 429, 503),
+    },
 )
 async def create_webhook(
     payload: WebhookCreate,
@@ -137,6 +156,7 @@ async def create_webhook(
 @router.get(
     "",
     response_model=WebhookPage,
+    operation_id="list_webhooks",
     summary="List your webhooks, newest first",
     description="Keyset pagination: follow `next_cursor` until it is null.",
     responses=problem_responses(400, 401, 422, 429, 503),
@@ -154,6 +174,7 @@ async def list_webhooks_page(
 @router.get(
     "/{webhook_id}",
     response_model=WebhookOut,
+    operation_id="get_webhook",
     summary="Read one of your webhooks",
     responses=problem_responses(400, 401, 404, 422, 429, 503),
 )
@@ -171,6 +192,7 @@ async def read_webhook(
 @router.patch(
     "/{webhook_id}",
     response_model=WebhookOut,
+    operation_id="update_webhook",
     summary="Change a webhook, or disable or re-enable it",
     responses=problem_responses(400, 401, 404, 413, 415, 422, 429, 503),
 )
@@ -195,6 +217,7 @@ async def patch_webhook(
 @router.delete(
     "/{webhook_id}",
     status_code=204,
+    operation_id="delete_webhook",
     summary="Delete a webhook and its delivery log",
     responses=problem_responses(400, 401, 404, 422, 429, 503),
 )
@@ -212,6 +235,7 @@ async def remove_webhook(
 @router.post(
     "/{webhook_id}/rotate-secret",
     response_model=WebhookSecret,
+    operation_id="rotate_webhook_secret",
     summary="Replace a webhook's signing secret",
     description=(
         "Every attempt from now on, retries included, is signed with the new secret, and until "
@@ -244,6 +268,7 @@ async def rotate_secret(
 @router.get(
     "/{webhook_id}/deliveries",
     response_model=DeliveryPage,
+    operation_id="list_webhook_deliveries",
     summary="A webhook's delivery log, newest first",
     description=(
         "One entry per event sent to the webhook, with its attempts and the outcome of the "
