@@ -40,6 +40,15 @@ class DatabaseSettings(BaseSettings):
     statement_timeout_ms: int = Field(default=5000, ge=0)
     idle_in_transaction_timeout_ms: int = Field(default=10000, ge=0)
     max_inactive_connection_lifetime_seconds: float = Field(default=300.0, ge=0)
+    replica_fence_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "With a replica: how long an account's reads wait for the replica to replay its last "
+            "write before reading it (they read the primary meanwhile); keep it above the "
+            "replica lag you tolerate."
+        ),
+    )
     pgbouncer: bool = Field(
         default=False,
         description=(
