@@ -9,7 +9,8 @@ it at ``/asyncapi.json``.
 
 One channel per event type, addressed by its routing key on the topic exchange; one message per
 committed schema version, whose payload is the envelope with ``type`` and ``schema_version``
-fixed and ``data`` referring to that version's payload schema; one ``send`` operation per type.
+fixed and ``data`` referring to that version's payload schema, with one sample event built from
+that schema; one ``send`` operation per type.
 """
 
 from __future__ import annotations
@@ -85,6 +86,64 @@ def _envelope_schema() -> dict[str, Any]:
     return schema
 
 
+_EXAMPLE_ID = "0b6e2c5a-3f0e-4c1d-9a57-2f1f7e3c9d10"
+_EXAMPLE_AGGREGATE = "5d9f3c1e-8a42-4b7e-b0c3-6e2a1f4d7c88"
+_EXAMPLE_TIME = "2026-01-01T12:00:00Z"
+_EXAMPLE_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _sample(schema: Any, schemas: dict[str, Any]) -> Any:
+    """A value ``schema`` accepts, the same on every run: the first enum value, the first
+    branch that is not null, every property, one item per array."""
+    if not isinstance(schema, dict):
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+        return _sample(schemas[ref.removeprefix("#/components/schemas/")], schemas)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for union in ("anyOf", "oneOf"):
+        branches = [b for b in schema.get(union, ()) if b.get("type") != "null"]
+        if branches:
+            return _sample(branches[0], schemas)
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: _sample(value, schemas) for name, value in properties.items()}
+    if kind == "array":
+        return [_sample(schema.get("items", {}), schemas)]
+    if kind == "integer":
+        return max(1, schema.get("minimum", 1))
+    if kind == "number":
+        return float(schema.get("minimum", 1))
+    if kind == "boolean":
+        return True
+    if kind == "string":
+        return {"uuid": _EXAMPLE_AGGREGATE, "date-time": _EXAMPLE_TIME}.get(
+            schema.get("format", ""), "example"
+        )
+    return None
+
+
+def _example(event_type: str, version: int, payload_key: str, schemas: dict[str, Any]) -> Any:
+    return {
+        "name": f"{event_type}.v{version}",
+        "summary": "A sample event (values made up, shapes exact).",
+        "headers": {"traceparent": _EXAMPLE_TRACEPARENT},
+        "payload": {
+            "id": _EXAMPLE_ID,
+            "type": event_type,
+            "schema_version": version,
+            "occurred_at": _EXAMPLE_TIME,
+            "aggregate_id": _EXAMPLE_AGGREGATE,
+            "aggregate_version": 1,
+            "data": _sample(schemas[payload_key], schemas),
+        },
+    }
+
+
 def _message(schema_file: SchemaFile, payload_ref: str, current: bool) -> dict[str, Any]:
     event_type, version = schema_file.event_type, schema_file.schema_version
     model = EVENT_TYPES.get(event_type)
@@ -135,6 +194,9 @@ def build_document(directory: Path = SCHEMA_DIR, *, namespace: str = DEFAULT_NAM
         model = EVENT_TYPES.get(schema_file.event_type)
         current = model is not None and model.schema_version == schema_file.schema_version
         messages[key] = _message(schema_file, f"#/components/schemas/{key}", current)
+        messages[key]["examples"] = [
+            _example(schema_file.event_type, schema_file.schema_version, key, schemas)
+        ]
         by_type.setdefault(schema_file.event_type, []).append(key)
 
     exchange = {

@@ -96,6 +96,18 @@ async def test_a_private_target_spelled_to_look_like_a_name_is_refused_at_regist
     assert body["errors"][0]["loc"] == ["body", "url"]
     listed = await strict_client.get("/v1/webhooks", headers=key.headers)
     assert listed.json()["items"] == []
+    # Nor can an existing webhook be pointed there.
+    created = await strict_client.post(
+        "/v1/webhooks",
+        json={"url": "https://93.184.216.34/hook", "event_types": ["*"]},
+        headers=key.headers,
+    )
+    assert created.status_code == 201, created.text
+    path = f"/v1/webhooks/{created.json()['id']}"
+    patched = await strict_client.patch(path, json={"url": url}, headers=key.headers)
+    assert assert_problem(patched, 422)["type"] == "/problems/webhook-url-refused"
+    unchanged = await strict_client.get(path, headers=key.headers)
+    assert unchanged.json()["url"] == "https://93.184.216.34/hook"
 
 
 @pytest.mark.parametrize(

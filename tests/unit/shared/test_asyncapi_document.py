@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+from jsonschema import Draft7Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
 from typer.testing import CliRunner
 
 from herald_cli.main import app
 from herald_shared import asyncapi, event_schemas
-from herald_shared.events import EVENT_TYPES
+from herald_shared.events import EVENT_TYPES, EventEnvelope
 from herald_shared.messaging.topology import exchange_name
 
 
@@ -89,3 +93,28 @@ def test_a_changed_schema_file_changes_the_document(tmp_path: Path) -> None:
 def test_the_check_command_accepts_the_committed_document() -> None:
     result = CliRunner().invoke(app, ["events", "schemas", "--check"])
     assert result.exit_code == 0, result.output
+
+
+def test_every_example_is_valid_for_its_message_and_decodes_with_the_models() -> None:
+    document = json.loads(asyncapi.DOCUMENT_PATH.read_text(encoding="utf-8"))
+    # The document's references, resolvable by a plain JSON Schema validator.
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:herald:events", Resource.from_contents(document, default_specification=DRAFT7)
+    )
+    messages = document["components"]["messages"]
+    assert messages
+    for key, message in messages.items():
+        assert message["examples"], key
+        for example in message["examples"]:
+            for part in ("payload", "headers"):
+                pointer = f"/components/messages/{key}/{part}"
+                schema = {"$ref": f"urn:herald:events#{pointer}"}
+                validator = Draft7Validator(schema, registry=registry)
+                errors = [e.message for e in validator.iter_errors(example[part])]
+                assert not errors, (key, part, errors)
+            envelope = EventEnvelope.model_validate(example["payload"])
+            decoded = envelope.payload()
+            assert (decoded.type, decoded.schema_version) == (
+                envelope.type,
+                envelope.schema_version,
+            )
