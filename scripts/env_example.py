@@ -41,6 +41,8 @@ def _render(default: Any) -> str:
         return str(default).lower()
     if isinstance(default, list):
         return json.dumps(default)
+    if isinstance(default, tuple):  # read comma-separated (NoDecode settings)
+        return ",".join(str(item) for item in default)
     return str(getattr(default, "value", default))
 
 

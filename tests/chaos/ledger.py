@@ -5,9 +5,11 @@ its transaction (and so did every unknown write that was in fact applied). Again
 
 - every accepted write is in the outbox (no acknowledged write lost), and no create was applied
   twice for one Idempotency-Key;
-- the outbox is drained, and the worker handled every event exactly once in its effects: one
-  ``processed_events`` row per event, enrichment applied to each post's last version,
-  ``account_stats`` equal to a recount from ``posts``, one webhook delivery per (webhook, event);
+- the outbox is drained, and the worker handled every event exactly once in its effects: every
+  event logged as handled by a worker process (its handlers are idempotent by construction and
+  keep no inbox record), enrichment applied to each post's last version and announced once per
+  version, ``account_stats`` equal to a recount from ``posts``, one webhook delivery per
+  (webhook, event);
 - each healthy webhook subscriber received every event of its account at least once
   (duplicates are counted, and never exceed the attempts the delivery log recorded or the
   worker logged as unrecorded);
@@ -164,6 +166,18 @@ async def _events(system: ChaosSystem) -> list[_Event]:
     return events
 
 
+def handled_by_worker(system: ChaosSystem) -> set[uuid.UUID]:
+    """The events some worker process logged as handled (its handlers' transaction committed;
+    logged before the ack, so a worker killed after the log has its event handled again)."""
+    return {
+        uuid.UUID(str(record["event_id"]))
+        for service in system.services
+        if service.label == "worker"
+        for record in service.log_records()
+        if record.get("event") == "event handled" and record.get("outcome") == "ok"
+    }
+
+
 async def _wait_drained(
     system: ChaosSystem, subscribers: Sequence[Subscriber], *, deadline: float
 ) -> list[_Event]:
@@ -171,12 +185,7 @@ async def _wait_drained(
     every event and each healthy subscriber to have received its events; the outbox's events."""
     while True:
         events = await _events(system)
-        handled = {
-            row["event_id"]
-            for row in await system.db.fetch(
-                "SELECT event_id FROM processed_events WHERE consumer = 'worker'"
-            )
-        }
+        handled = handled_by_worker(system)
         drained = all(e.published for e in events) and all(
             e.id in handled for e in events if e.type in WORKER_EVENT_TYPES
         )
@@ -226,12 +235,7 @@ async def _check_worker(system: ChaosSystem, events: list[_Event], report: Ledge
     if unpublished:
         report.events_lost += len(unpublished)
         report.problems.append(f"{len(unpublished)} outbox event(s) never published")
-    handled = {
-        row["event_id"]
-        for row in await system.db.fetch(
-            "SELECT event_id FROM processed_events WHERE consumer = 'worker'"
-        )
-    }
+    handled = handled_by_worker(system)
     unhandled = [e.id for e in events if e.type in WORKER_EVENT_TYPES and e.id not in handled]
     if unhandled:
         report.events_lost += len(unhandled)
@@ -242,6 +246,13 @@ async def _check_worker(system: ChaosSystem, events: list[_Event], report: Ledge
     stale = [row["id"] for row in posts if row["enriched_version"] != row["version"]]
     if stale:
         report.problems.append(f"{len(stale)} post(s) not enriched at their last version")
+    announced_twice = await system.db.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE event_type = 'post.enriched' "
+        "GROUP BY aggregate_id, aggregate_version HAVING count(*) > 1) AS twice"
+    )
+    if announced_twice:
+        report.duplicate_effects += announced_twice
+        report.problems.append(f"{announced_twice} post version(s) enriched more than once")
     expected: dict[uuid.UUID, tuple[int, int, int]] = {}
     for row in posts:
         drafts, published, words = expected.get(row["author_id"], (0, 0, 0))

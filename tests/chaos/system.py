@@ -387,10 +387,9 @@ class ChaosSystem:
         since = await self.db.fetchval("SELECT clock_timestamp()")
 
         async def progressed() -> bool:
+            # Every post event is enriched in the transaction of all the worker's handlers.
             handled: bool = await self.db.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM processed_events "
-                "WHERE consumer = 'worker' AND processed_at > $1)",
-                since,
+                "SELECT EXISTS (SELECT 1 FROM posts WHERE enriched_at > $1)", since
             )
             return handled
 

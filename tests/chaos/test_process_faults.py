@@ -28,9 +28,9 @@ async def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
         async def busy() -> bool:
             # Handled some, with more outstanding: the kill lands mid-batch.
             handled = await chaos_system.db.fetchval(
-                "SELECT count(*) FROM processed_events WHERE consumer = 'worker'"
+                "SELECT count(*) FROM posts WHERE enriched_version = version"
             )
-            total = await chaos_system.db.fetchval("SELECT count(*) FROM outbox")
+            total = await chaos_system.db.fetchval("SELECT count(*) FROM posts")
             return bool(handled > 0 and total > handled)
 
         await wait_until(busy, seconds=30, interval=0.02, message="the worker was never mid-batch")

@@ -130,6 +130,10 @@ class CacheKeys:
         """The request counter of ``subject`` in fixed window number ``window``."""
         return f"{self.prefix}{{rl:{subject}}}:{window}"
 
+    def unknown_api_key(self, digest: str) -> str:
+        """A bearer token found not to be valid, named by a digest of it (never the token)."""
+        return f"{self.prefix}authx:{digest}"
+
 
 @dataclass(frozen=True, slots=True)
 class CachedPost:

@@ -119,6 +119,15 @@ class RelaySettings(BaseSettings):
     sweep_interval_seconds: float = Field(
         default=0.5, gt=0, description="How often to look for rows no wake-up announced."
     )
+    coalesce_seconds: float = Field(
+        default=0.001,
+        ge=0,
+        le=0.05,
+        description=(
+            "After a wake-up, how long to let more commits arrive so they share one claim and "
+            "publish batch (0: none). It is the most a single event waits for company."
+        ),
+    )
     reconnect_initial_seconds: float = Field(
         default=0.5, gt=0, description="First wait before connecting to the broker again."
     )

@@ -201,16 +201,17 @@ async def test_a_key_still_in_flight_is_409(
     assert await count_posts(db_pool, key.account_id) == 1
 
 
-async def waiting_on_lock(db_pool: asyncpg.Pool, query_prefix: str) -> bool:
+async def waiting_on_lock(db_pool: asyncpg.Pool, query_part: str) -> bool:
+    """Whether a statement containing ``query_part`` waits for a lock."""
     waiting: bool = await db_pool.fetchval(
         """
         SELECT EXISTS (
             SELECT 1 FROM pg_stat_activity
             WHERE datname = current_database() AND wait_event_type = 'Lock'
-              AND query ~ ('^[[:space:]]*' || $1)
+              AND strpos(query, $1) > 0 AND pid <> pg_backend_pid()
         )
         """,
-        query_prefix,
+        query_part,
     )
     return waiting
 

@@ -129,7 +129,9 @@ async def test_admin_delete_names_the_author_not_the_admin(
 async def test_event_commits_in_the_writes_transaction(
     client: httpx.AsyncClient, make_key: MakeKey, db_pool: asyncpg.Pool
 ) -> None:
-    """``now()`` is the transaction's start time: equal timestamps mean one transaction."""
+    """A write and its event carry one timestamp: for an update ``now()``, the transaction's
+    start time, so equal timestamps mean one transaction; a create is a single statement that
+    stamps both with the time it was made (its atomicity: the test below)."""
     key = await make_key()
     post = await create_post(client, key)
     created_at = await db_pool.fetchval(

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from herald_api.settings import Settings
+from herald_api.settings import ServerSettings, Settings
 from herald_shared import accounts
 from herald_shared.settings import RateLimitSettings, RedisSettings
 from tests.conftest import ApiKey, MakeKey
@@ -222,12 +222,15 @@ async def test_a_per_account_override_applies_at_once(
 async def test_anonymous_requests_are_limited_per_ip(
     settings: Settings, redis_prefix: str, make_key: MakeKey, authorization: str | None
 ) -> None:
-    key = await make_key()
+    key, stranger_key = await make_key(), await make_key()
     headers = {"Authorization": authorization} if authorization else {}
     url = f"/v1/posts/{uuid.uuid4()}"
+    trusting = replace(settings, server=ServerSettings(auth_cache_ttl_seconds=LONG))
     async with running_api(
-        limited(settings, redis_prefix, window_seconds=LONG), client_ip="10.1.2.3"
+        limited(trusting, redis_prefix, window_seconds=LONG), client_ip="10.1.2.3"
     ) as api:
+        # A valid key looked up from this address gives the address its request back.
+        assert_problem(await api.http.get(url, headers=key.headers), 404)
         for n in range(ANONYMOUS):
             response = await api.http.get(url, headers=headers)
             assert_problem(response, 401)
@@ -241,7 +244,9 @@ async def test_anonymous_requests_are_limited_per_ip(
 
         async with api.client_from("10.1.2.4") as neighbour:
             assert_problem(await neighbour.get(url, headers=headers), 401)
-        # A valid key from the limited address spends its own budget instead.
+        # A key this process verified lately spends its own budget, not the address's.
         authenticated = await api.http.get(url, headers=key.headers)
         assert_problem(authenticated, 404)
-        assert assert_limit_headers(authenticated, READS, LONG) == READS - 1
+        assert assert_limit_headers(authenticated, READS, LONG) == READS - 2
+        # Any other key would need a lookup: none happens for the exhausted address.
+        assert_rate_limited(await api.http.get(url, headers=stranger_key.headers), ANONYMOUS, LONG)

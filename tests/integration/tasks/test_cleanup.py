@@ -129,3 +129,40 @@ async def test_the_jobs_lock_is_held_between_its_transactions(db_pool: asyncpg.P
     assert await first
     assert not ran, "two replicas ran the job at once"
     assert await run_if_due(db_pool, same_job_elsewhere, asyncio.Event()), "the lock stayed"
+
+
+async def test_a_rotated_secret_is_forgotten_once_its_overlap_is_over(
+    db_pool: asyncpg.Pool,
+) -> None:
+    account = await db_pool.fetchval(
+        "INSERT INTO accounts (id, name) VALUES (gen_random_uuid(), $1) RETURNING id",
+        f"acct-{uuid.uuid4().hex[:12]}",
+    )
+    over, running = uuid.uuid4(), uuid.uuid4()
+    for webhook_id, expires in ((over, timedelta(seconds=-1)), (running, timedelta(hours=1))):
+        await db_pool.execute(
+            "INSERT INTO webhooks (id, account_id, url, event_types, secret, previous_secret, "
+            "previous_secret_expires_at) VALUES ($1, $2, 'https://example.com/', '{*}', "
+            "'whsec_new', 'whsec_old', now() + $3::interval)",
+            webhook_id,
+            account,
+            expires,
+        )
+    [job] = [
+        job
+        for job in cleanup_jobs(
+            every=timedelta(0),
+            outbox_retention=RETENTION,
+            inbox_retention=RETENTION,
+            delivery_retention=RETENTION,
+        )
+        if job.name == "cleanup.webhook_previous_secrets"
+    ]
+    assert await run_if_due(db_pool, job, asyncio.Event())
+    rows = {
+        row["id"]: row["previous_secret"]
+        for row in await db_pool.fetch(
+            "SELECT id, previous_secret FROM webhooks WHERE id = ANY($1::uuid[])", [over, running]
+        )
+    }
+    assert rows == {over: None, running: "whsec_old"}

@@ -73,10 +73,17 @@ async def test_rotating_returns_a_new_secret_once(
     assert rotated.json()["id"] == created["id"]
     assert secret.startswith("whsec_")
     assert secret != created["secret"]
-    stored = await db_pool.fetchval(
-        "SELECT secret FROM webhooks WHERE id = $1", uuid.UUID(created["id"])
+    stored = await db_pool.fetchrow(
+        "SELECT secret, previous_secret, previous_secret_expires_at FROM webhooks WHERE id = $1",
+        uuid.UUID(created["id"]),
     )
-    assert stored == secret
+    assert stored is not None
+    assert stored["secret"] == secret
+    # The replaced secret is kept for the overlap, and the response says until when.
+    assert stored["previous_secret"] == created["secret"]
+    assert stored["previous_secret_expires_at"].isoformat() == (
+        rotated.json()["previous_secret_expires_at"].replace("Z", "+00:00")
+    )
 
 
 async def test_only_the_owning_account_sees_or_touches_a_webhook(

@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.conftest import MakeKey
-from tests.integration.webhooks.conftest import StartWorker, deliveries, subscribe, wait_deliveries
+from herald_api.settings import Settings
+from tests.conftest import ApiKey, MakeKey
+from tests.integration.webhooks.conftest import (
+    PERMISSIVE,
+    StartWorker,
+    api_client,
+    deliveries,
+    subscribe,
+    wait_deliveries,
+)
 from tests.support.http import create_post
-from tests.support.webhook_receiver import AcceptCounter, Reply, always, fail_first
+from tests.support.waiting import wait_until
+from tests.support.webhook_receiver import AcceptCounter, Received, Reply, always, fail_first
 
 
 async def test_post_events_reach_the_subscriber_signed_and_only_its_own(
@@ -123,31 +135,126 @@ async def test_a_redirect_is_never_followed(
         await private.stop()
 
 
-async def test_rotating_the_secret_signs_every_later_attempt_with_the_new_one(
+def signed_by(delivered: Received, secret: str) -> bool:
+    """Whether one of the delivery's signatures is ``secret``'s (verified by the receivers'
+    library, one signature at a time)."""
+    verified = []
+    for signature in delivered.headers["webhook-signature"].split(" "):
+        try:
+            Webhook(secret).verify(
+                delivered.body, {**delivered.headers, "webhook-signature": signature}
+            )
+        except WebhookVerificationError:
+            verified.append(False)
+        else:
+            verified.append(True)
+    return any(verified)
+
+
+async def rotate(client: httpx.AsyncClient, key: ApiKey, webhook_id: str) -> dict[str, Any]:
+    rotated = await client.post(f"/v1/webhooks/{webhook_id}/rotate-secret", headers=key.headers)
+    assert rotated.status_code == 200, rotated.text
+    body: dict[str, Any] = rotated.json()
+    assert body["secret"].startswith("whsec_")
+    return body
+
+
+async def test_during_the_overlap_a_delivery_is_signed_with_the_old_and_the_new_secret(
     client: httpx.AsyncClient, make_key: MakeKey, start_worker: StartWorker, receivers
 ) -> None:
     await start_worker()
     key = await make_key()
     receiver = await receivers(always(200))
     webhook = await subscribe(client, key, receiver, ["post.created"])
-    old_secret = webhook["secret"]
+    oldest = webhook["secret"]
 
-    rotated = await client.post(f"/v1/webhooks/{webhook['id']}/rotate-secret", headers=key.headers)
-    assert rotated.status_code == 200
-    new_secret = rotated.json()["secret"]
-    assert new_secret.startswith("whsec_")
-    assert new_secret != old_secret
-    receiver.secret = new_secret
-
+    before = datetime.now(UTC)
+    middle = await rotate(client, key, webhook["id"])
+    expires = datetime.fromisoformat(middle["previous_secret_expires_at"])
+    # The default overlap: a day.
+    assert timedelta(hours=23) < expires - before < timedelta(hours=25)
+    receiver.secret = middle["secret"]
     post = await create_post(client, key)
     await receiver.wait_for(lambda: bool(receiver.find("post.created", post["id"])))
     delivered = receiver.find("post.created", post["id"])[0]
-    try:
+    assert len(delivered.headers["webhook-signature"].split(" ")) == 2
+    assert signed_by(delivered, middle["secret"])
+    assert signed_by(delivered, oldest)
+    # A receiver still holding the old secret accepts it as a whole, too.
+    Webhook(oldest).verify(delivered.body, delivered.headers)
+
+    # Rotating again within the overlap retires the oldest: two secrets sign at most.
+    newest = await rotate(client, key, webhook["id"])
+    receiver.secret = newest["secret"]
+    post = await create_post(client, key)
+    await receiver.wait_for(lambda: bool(receiver.find("post.created", post["id"])))
+    delivered = receiver.find("post.created", post["id"])[0]
+    assert len(delivered.headers["webhook-signature"].split(" ")) == 2
+    assert signed_by(delivered, newest["secret"])
+    assert signed_by(delivered, middle["secret"])
+    assert not signed_by(delivered, oldest)
+
+
+async def test_after_the_overlap_only_the_new_secret_signs(
+    settings: Settings,
+    make_key: MakeKey,
+    start_worker: StartWorker,
+    receivers,
+    db_pool: asyncpg.Pool,
+) -> None:
+    await start_worker()
+    key = await make_key()
+    receiver = await receivers(always(200))
+    short = PERMISSIVE.model_copy(update={"secret_overlap_seconds": 1.0})
+    async with api_client(settings, short) as client:
+        webhook = await subscribe(client, key, receiver, ["post.created"])
+        old_secret = webhook["secret"]
+        rotated = await rotate(client, key, webhook["id"])
+        receiver.secret = rotated["secret"]
+        expires = datetime.fromisoformat(rotated["previous_secret_expires_at"])
+
+        async def over() -> bool:
+            now: datetime = await db_pool.fetchval("SELECT now()")
+            return now > expires
+
+        await wait_until(over, seconds=10, message="the overlap ended")
+        post = await create_post(client, key)
+    await receiver.wait_for(lambda: bool(receiver.find("post.created", post["id"])))
+    delivered = receiver.find("post.created", post["id"])[0]
+    assert " " not in delivered.headers["webhook-signature"]
+    assert signed_by(delivered, rotated["secret"])
+    with pytest.raises(WebhookVerificationError):
         Webhook(old_secret).verify(delivered.body, delivered.headers)
-    except WebhookVerificationError:
-        pass
-    else:
-        raise AssertionError("the old secret still verifies")
+
+
+async def test_without_an_overlap_the_old_secret_stops_at_once(
+    settings: Settings,
+    make_key: MakeKey,
+    start_worker: StartWorker,
+    receivers,
+    db_pool: asyncpg.Pool,
+) -> None:
+    await start_worker()
+    key = await make_key()
+    receiver = await receivers(always(200))
+    none = PERMISSIVE.model_copy(update={"secret_overlap_seconds": 0})
+    async with api_client(settings, none) as client:
+        webhook = await subscribe(client, key, receiver, ["post.created"])
+        old_secret = webhook["secret"]
+        rotated = await rotate(client, key, webhook["id"])
+        assert rotated["previous_secret_expires_at"] is None
+        receiver.secret = rotated["secret"]
+        post = await create_post(client, key)
+    stored = await db_pool.fetchrow(
+        "SELECT previous_secret, previous_secret_expires_at FROM webhooks WHERE id = $1",
+        uuid.UUID(webhook["id"]),
+    )
+    assert stored is not None
+    assert tuple(stored) == (None, None)
+    await receiver.wait_for(lambda: bool(receiver.find("post.created", post["id"])))
+    delivered = receiver.find("post.created", post["id"])[0]
+    assert " " not in delivered.headers["webhook-signature"]
+    assert not signed_by(delivered, old_secret)
 
 
 async def test_two_workers_deliver_each_event_exactly_once(

@@ -87,10 +87,11 @@ async def test_consecutive_dead_deliveries_disable_the_endpoint_and_announce_it(
     )
 
     async def handled() -> bool:
+        # Enriched in the same transaction as the fan-out: the fan-out has run too.
         return bool(
             await db_pool.fetchval(
-                "SELECT true FROM processed_events WHERE consumer = 'worker' AND event_id = $1",
-                event_id,
+                "SELECT enriched_version = version FROM posts WHERE id = $1",
+                uuid.UUID(post["id"]),
             )
         )
 

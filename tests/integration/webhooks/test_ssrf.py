@@ -2,6 +2,8 @@
 unspecified targets — however spelled — are refused when a webhook is created and, on the
 resolved address, when it is delivered; the refusal comes before any connection attempt."""
 
+# ruff: noqa: RUF001 - full-width and ideographic spellings are what is under test
+
 from __future__ import annotations
 
 import ipaddress
@@ -69,6 +71,61 @@ async def test_creating_a_webhook_for_a_private_target_is_refused(
     listed = await strict_client.get("/v1/webhooks", headers=key.headers)
     assert listed.json()["items"] == []
     assert listener.accepted == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1./hook",
+        "https://０.０.０.０/hook",
+        "https://127。0。0。1/hook",
+        "https://１２７.０.０.１/hook",
+        "https://10．0．0．1./hook",
+        "https://ｌｏｃａｌｈｏｓｔ/hook",
+    ],
+)
+async def test_a_private_target_spelled_to_look_like_a_name_is_refused_at_registration(
+    strict_client: httpx.AsyncClient, make_key: MakeKey, url: str
+) -> None:
+    key = await make_key()
+    response = await strict_client.post(
+        "/v1/webhooks", json={"url": url, "event_types": ["*"]}, headers=key.headers
+    )
+    body = assert_problem(response, 422)
+    assert body["type"] == "/problems/webhook-url-refused"
+    assert body["errors"][0]["loc"] == ["body", "url"]
+    listed = await strict_client.get("/v1/webhooks", headers=key.headers)
+    assert listed.json()["items"] == []
+    # Nor can an existing webhook be pointed there.
+    created = await strict_client.post(
+        "/v1/webhooks",
+        json={"url": "https://93.184.216.34/hook", "event_types": ["*"]},
+        headers=key.headers,
+    )
+    assert created.status_code == 201, created.text
+    path = f"/v1/webhooks/{created.json()['id']}"
+    patched = await strict_client.patch(path, json={"url": url}, headers=key.headers)
+    assert assert_problem(patched, 422)["type"] == "/problems/webhook-url-refused"
+    unchanged = await strict_client.get(path, headers=key.headers)
+    assert unchanged.json()["url"] == "https://93.184.216.34/hook"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://93.184.216.34./hook",
+        "https://９３。１８４。２１６。３４/hook",
+        "https://example.com./hook",
+    ],
+)
+async def test_a_global_target_in_another_spelling_is_accepted(
+    strict_client: httpx.AsyncClient, make_key: MakeKey, url: str
+) -> None:
+    key = await make_key()
+    response = await strict_client.post(
+        "/v1/webhooks", json={"url": url, "event_types": ["*"]}, headers=key.headers
+    )
+    assert response.status_code == 201, response.text
 
 
 async def test_a_global_target_is_accepted_without_any_lookup(

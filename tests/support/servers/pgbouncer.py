@@ -2,8 +2,12 @@
 
 ``PrivatePgBouncer.create(target_host, target_port)`` writes an ini and an auth file into a
 temporary directory and starts ``pgbouncer`` on a free port in front of any PostgreSQL server
-(a ``PrivatePostgres`` or a proxy before one); every database name is passed through. PgBouncer
-refuses to run as root, so under root it runs as the ``postgres`` OS user (or ``nobody``).
+(a ``PrivatePostgres`` or a proxy before one); every database name is passed through, unless
+``databases`` names the aliases (``herald = host=... dbname=...``), and ``settings`` may replace
+the pooling settings (a deployment's own ini). What makes the instance private (its address,
+pid file, trust authentication against its own auth file, admin user) is always its own.
+PgBouncer refuses to run as root, so under root it runs as the ``postgres`` OS user (or
+``nobody``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import io
 import pwd
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.support.network import free_port
@@ -74,8 +79,12 @@ class PrivatePgBouncer:
         pool_size: int = 20,
         max_client_conn: int = 500,
         users: tuple[str, ...] = ("postgres",),
+        databases: Mapping[str, str] | None = None,
+        settings: Mapping[str, str] | None = None,
     ) -> PrivatePgBouncer:
-        """Start PgBouncer in front of ``target_host:target_port`` (every database)."""
+        """Start PgBouncer in front of ``target_host:target_port`` (every database), or of
+        ``databases`` (alias → connection string); ``settings`` replace the defaults of the
+        ``[pgbouncer]`` section, except the instance's own address, files and authentication."""
         binary = pgbouncer_binary()
         user = service_user("postgres") or service_user("nobody")
         root = private_dir("herald-pgbouncer-", user)
@@ -92,6 +101,8 @@ class PrivatePgBouncer:
                     pool_size=pool_size,
                     max_client_conn=max_client_conn,
                     admin=users[0],
+                    databases=databases,
+                    settings=settings,
                 ),
                 user,
             )
@@ -162,6 +173,20 @@ class PrivatePgBouncer:
         return True
 
 
+#: What makes the instance private: never taken from ``settings``.
+PRIVATE_SETTINGS = frozenset(
+    {
+        "listen_addr",
+        "listen_port",
+        "unix_socket_dir",
+        "pidfile",
+        "auth_type",
+        "auth_file",
+        "admin_users",
+    }
+)
+
+
 def _ini(
     root: Path,
     *,
@@ -171,24 +196,34 @@ def _ini(
     pool_size: int,
     max_client_conn: int,
     admin: str,
+    databases: Mapping[str, str] | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> str:
-    return f"""\
-[databases]
-* = host={target_host} port={target_port}
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-pidfile = {root}/pgbouncer.pid
-auth_type = trust
-auth_file = {root}/users.txt
-admin_users = {admin}
-pool_mode = transaction
-default_pool_size = {pool_size}
-max_client_conn = {max_client_conn}
-ignore_startup_parameters = {",".join(IGNORED_STARTUP_PARAMETERS)}
-server_connect_timeout = 5
-server_login_retry = 1
-query_wait_timeout = 30
-"""
+    pooling = {
+        "admin_users": admin,
+        "pool_mode": "transaction",
+        "default_pool_size": str(pool_size),
+        "max_client_conn": str(max_client_conn),
+        "ignore_startup_parameters": ",".join(IGNORED_STARTUP_PARAMETERS),
+        "server_connect_timeout": "5",
+        "server_login_retry": "1",
+        "query_wait_timeout": "30",
+    }
+    if settings is not None:
+        pooling = {
+            name: value for name, value in settings.items() if name not in PRIVATE_SETTINGS
+        } | {"admin_users": admin}
+    aliases = databases or {"*": f"host={target_host} port={target_port}"}
+    lines = ["[databases]", *(f"{name} = {value}" for name, value in aliases.items())]
+    lines += [
+        "",
+        "[pgbouncer]",
+        "listen_addr = 127.0.0.1",
+        f"listen_port = {port}",
+        "unix_socket_dir =",
+        f"pidfile = {root}/pgbouncer.pid",
+        "auth_type = trust",
+        f"auth_file = {root}/users.txt",
+        *(f"{name} = {value}" for name, value in pooling.items()),
+    ]
+    return "\n".join(lines) + "\n"

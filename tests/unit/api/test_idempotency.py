@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from herald_api.http.problems import Problem
-from herald_api.idempotency import request_fingerprint, validate_key
+from herald_api.idempotency import StoredResponse, decide, request_fingerprint, validate_key
 
 BODY = {"title": "Hello", "body": "World", "tags": ["a", "b"], "status": "draft"}
 
@@ -80,3 +80,58 @@ def test_invalid_keys_are_a_400_problem(key: str) -> None:
         validate_key(key)
     assert caught.value.status == 400
     assert caught.value.type_ == "invalid-idempotency-key"
+
+
+def _result(**columns: object) -> dict[str, object]:
+    """A one-statement create's result row."""
+    row: dict[str, object] = {
+        "locked": True,
+        "claimed": False,
+        "request_hash": None,
+        "response_status": None,
+        "response_body": None,
+        "response_headers": None,
+    }
+    return row | columns
+
+
+FINGERPRINT = request_fingerprint("POST", "/v1/posts", BODY)
+
+
+def test_a_claimed_key_means_this_statement_created() -> None:
+    assert decide(_result(claimed=True), FINGERPRINT) is None
+
+
+def test_a_key_locked_by_another_request_is_in_flight() -> None:
+    with pytest.raises(Problem) as raised:
+        decide(_result(locked=False), FINGERPRINT)
+    assert raised.value.status == 409
+    assert raised.value.headers["Retry-After"] == "1"
+
+
+def test_a_key_neither_claimed_nor_stored_in_view_is_in_flight() -> None:
+    """The record committed after the statement's snapshot: its request counts as running."""
+    with pytest.raises(Problem) as raised:
+        decide(_result(), FINGERPRINT)
+    assert raised.value.status == 409
+
+
+def test_a_stored_record_of_another_request_is_422() -> None:
+    other = request_fingerprint("POST", "/v1/posts", BODY | {"title": "Other"})
+    stored = _result(
+        request_hash=other, response_status=201, response_body=b"{}", response_headers="{}"
+    )
+    with pytest.raises(Problem) as raised:
+        decide(stored, FINGERPRINT)
+    assert raised.value.status == 422
+
+
+def test_a_stored_record_of_the_same_request_replays() -> None:
+    stored = _result(
+        request_hash=FINGERPRINT,
+        response_status=201,
+        response_body=b'{"id":"1"}',
+        response_headers='{"Location": "/v1/posts/1"}',
+    )
+    replay = decide(stored, FINGERPRINT)
+    assert replay == StoredResponse(201, b'{"id":"1"}', {"Location": "/v1/posts/1"})

@@ -16,97 +16,116 @@ _MEDIA = {"application/json": "json", "application/problem+json": "problem"}
 
 # "METHOD path": (operation id, parameters (in:name, "?" when optional), body, responses)
 OPERATIONS = {
-    "GET /livez": ("livez_livez_get", "", "", "200:json"),
-    "GET /readyz": ("readyz_readyz_get", "", "", "200:json 503"),
-    "GET /metrics": ("metrics_metrics_get", "", "", "200"),
+    "GET /livez": (
+        "livez",
+        "",
+        "",
+        "200:json",
+    ),
+    "GET /readyz": (
+        "readyz",
+        "",
+        "",
+        "200:json 503",
+    ),
+    "GET /metrics": (
+        "metrics",
+        "",
+        "",
+        "200",
+    ),
     "POST /v1/posts": (
-        "create_post_v1_posts_post",
+        "create_post",
         "header:Idempotency-Key?",
         "application/json:PostCreate",
-        "201:json 400:problem 401:problem 409:problem 413:problem 422:problem 429:problem "
-        "503:problem",
-    ),
-    "GET /v1/posts": (
-        "list_posts_page_v1_posts_get",
-        "query:author? query:tag? query:status? query:limit? query:cursor?",
-        "",
-        "200:json 400:problem 401:problem 422:problem 429:problem 503:problem",
-    ),
-    "GET /v1/posts/{post_id}": (
-        "read_post_v1_posts__post_id__get",
-        "path:post_id header:If-None-Match?",
-        "",
-        "200:json 304 400:problem 401:problem 404:problem 422:problem 429:problem 503:problem",
-    ),
-    "PATCH /v1/posts/{post_id}": (
-        "patch_post_v1_posts__post_id__patch",
-        "path:post_id header:If-Match?",
-        "application/json:PostPatch",
-        "200:json 400:problem 401:problem 403:problem 404:problem 412:problem 413:problem "
+        "201:json 400:problem 401:problem 409:problem 413:problem 415:problem "
         "422:problem 429:problem 503:problem",
     ),
+    "GET /v1/posts": (
+        "list_posts",
+        "query:author? query:tag? query:status? query:limit? query:cursor?",
+        "",
+        "200:json 400:problem 401:problem 413:problem 422:problem 429:problem 503:problem",
+    ),
+    "GET /v1/posts/{post_id}": (
+        "get_post",
+        "path:post_id header:If-None-Match?",
+        "",
+        "200:json 304 400:problem 401:problem 404:problem 413:problem 422:problem "
+        "429:problem 503:problem",
+    ),
+    "PATCH /v1/posts/{post_id}": (
+        "update_post",
+        "path:post_id header:If-Match?",
+        "application/json:PostPatch",
+        "200:json 400:problem 401:problem 403:problem 404:problem 412:problem "
+        "413:problem 415:problem 422:problem 429:problem 503:problem",
+    ),
     "DELETE /v1/posts/{post_id}": (
-        "remove_post_v1_posts__post_id__delete",
+        "delete_post",
         "path:post_id header:If-Match?",
         "",
-        "204 400:problem 401:problem 403:problem 404:problem 412:problem 422:problem "
-        "429:problem 503:problem",
+        "204 400:problem 401:problem 403:problem 404:problem 412:problem 413:problem "
+        "422:problem 429:problem 503:problem",
     ),
     "GET /v1/search": (
-        "search_v1_search_get",
-        "query:q? query:author? query:tag? query:status? query:limit? query:cursor?",
+        "search_posts",
+        "query:q query:author? query:tag? query:status? query:limit? query:cursor?",
         "",
-        "200:json 400:problem 401:problem 422:problem 429:problem 503:problem",
+        "200:json 400:problem 401:problem 413:problem 422:problem 429:problem 503:problem",
     ),
     "GET /v1/stats": (
-        "account_stats_v1_stats_get",
+        "get_account_stats",
         "",
         "",
-        "200:json 401:problem 429:problem 503:problem",
+        "200:json 401:problem 413:problem 429:problem 503:problem",
     ),
     "POST /v1/webhooks": (
-        "create_webhook_v1_webhooks_post",
+        "create_webhook",
         "header:Idempotency-Key?",
         "application/json:WebhookCreate",
-        "201:json 400:problem 401:problem 409:problem 413:problem 415:problem 422:problem "
-        "429:problem 503:problem",
+        "201:json 400:problem 401:problem 409:problem 413:problem 415:problem "
+        "422:problem 429:problem 503:problem",
     ),
     "GET /v1/webhooks": (
-        "list_webhooks_page_v1_webhooks_get",
+        "list_webhooks",
         "query:limit? query:cursor?",
         "",
-        "200:json 400:problem 401:problem 422:problem 429:problem 503:problem",
+        "200:json 400:problem 401:problem 413:problem 422:problem 429:problem 503:problem",
     ),
     "GET /v1/webhooks/{webhook_id}": (
-        "read_webhook_v1_webhooks__webhook_id__get",
+        "get_webhook",
         "path:webhook_id",
         "",
-        "200:json 400:problem 401:problem 404:problem 422:problem 429:problem 503:problem",
-    ),
-    "PATCH /v1/webhooks/{webhook_id}": (
-        "patch_webhook_v1_webhooks__webhook_id__patch",
-        "path:webhook_id",
-        "application/json:WebhookPatch",
-        "200:json 400:problem 401:problem 404:problem 413:problem 415:problem 422:problem "
+        "200:json 400:problem 401:problem 404:problem 413:problem 422:problem "
         "429:problem 503:problem",
     ),
+    "PATCH /v1/webhooks/{webhook_id}": (
+        "update_webhook",
+        "path:webhook_id",
+        "application/json:WebhookPatch",
+        "200:json 400:problem 401:problem 404:problem 413:problem 415:problem "
+        "422:problem 429:problem 503:problem",
+    ),
     "DELETE /v1/webhooks/{webhook_id}": (
-        "remove_webhook_v1_webhooks__webhook_id__delete",
+        "delete_webhook",
         "path:webhook_id",
         "",
-        "204 400:problem 401:problem 404:problem 422:problem 429:problem 503:problem",
+        "204 400:problem 401:problem 404:problem 413:problem 422:problem 429:problem 503:problem",
     ),
     "POST /v1/webhooks/{webhook_id}/rotate-secret": (
-        "rotate_secret_v1_webhooks__webhook_id__rotate_secret_post",
+        "rotate_webhook_secret",
         "path:webhook_id",
         "",
-        "200:json 400:problem 401:problem 404:problem 422:problem 429:problem 503:problem",
+        "200:json 400:problem 401:problem 404:problem 413:problem 422:problem "
+        "429:problem 503:problem",
     ),
     "GET /v1/webhooks/{webhook_id}/deliveries": (
-        "list_deliveries_page_v1_webhooks__webhook_id__deliveries_get",
+        "list_webhook_deliveries",
         "path:webhook_id query:status? query:limit? query:cursor?",
         "",
-        "200:json 400:problem 401:problem 404:problem 422:problem 429:problem 503:problem",
+        "200:json 400:problem 401:problem 404:problem 413:problem 422:problem "
+        "429:problem 503:problem",
     ),
 }
 

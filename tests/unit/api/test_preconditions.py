@@ -62,7 +62,6 @@ MALFORMED = [
     pytest.param("3", id="unquoted"),
     pytest.param('"3', id="unterminated"),
     pytest.param('3"', id="no-opening-quote"),
-    pytest.param("", id="empty"),
     pytest.param('"3",', id="trailing-comma"),
     pytest.param('w/"3"', id="lowercase-weak-prefix"),
     pytest.param('W/ "3"', id="space-after-weak-prefix"),
@@ -71,6 +70,12 @@ MALFORMED = [
     pytest.param('"3", *', id="star-in-list"),
     pytest.param('"é"', id="non-ascii"),
 ]
+
+
+def test_an_empty_list_matches_nothing() -> None:
+    # RFC 9110: If-Match = "*" / #entity-tag, and #rule lists may be empty.
+    assert if_match_fails("", VERSION) is True
+    assert if_none_match_hits("", CURRENT) is False
 
 
 @pytest.mark.parametrize("header", MALFORMED)

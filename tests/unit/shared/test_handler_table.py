@@ -53,8 +53,32 @@ async def test_handlers_run_in_order_with_their_dependencies_bound() -> None:
     event = event_of(envelope, PostCreated.model_validate(envelope.data), attempt=2)
     tx = object()
     for step in route.steps:
-        await (step.call(event, tx) if step.uses_inbox else step.call(event))
+        await (step.call(event, tx) if step.takes_tx else step.call(event))
     assert calls == [("inbox", "t", tx), ("idempotent", 3, None)]
+
+
+def test_an_idempotent_transactional_handler_takes_a_transaction_without_the_inbox() -> None:
+    async def count(event: Event[PostCreated], tx: Connection) -> None:
+        pass
+
+    async def drop(event: Event[EventData]) -> None:
+        pass
+
+    table = HandlerTable()
+    table.idempotent_tx(PostCreated, count)
+    table.idempotent(PostCreated, drop)
+    table.idempotent(PostDeleted, drop)
+    created_route = table.route("post.created", 1)
+    deleted_route = table.route("post.deleted", 1)
+    assert created_route is not None
+    assert deleted_route is not None
+    steps = [(s.uses_inbox, s.takes_tx) for s in created_route.steps]
+    assert steps == [(False, True), (False, False)]
+    assert created_route.uses_transaction
+    assert not created_route.uses_inbox
+    assert not deleted_route.uses_transaction
+    assert table.uses_database
+    assert not table.uses_inbox
 
 
 def test_the_event_carries_the_envelope_facts_and_the_typed_payload() -> None:

@@ -73,3 +73,18 @@ def test_another_secret_does_not_verify_and_stale_timestamps_are_refused() -> No
 def test_malformed_secrets_are_refused(bad: str) -> None:
     with pytest.raises(InvalidSecretError):
         secret_key(bad)
+
+
+def test_during_a_rotation_each_secret_signs_and_either_verifies() -> None:
+    new, old, stranger = generate_secret(), generate_secret(), generate_secret()
+    headers = signature_headers(new, "msg_1", BODY, also=[old])
+    signatures = headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2
+    at = int(headers["webhook-timestamp"])
+    assert signatures == [sign(new, "msg_1", at, BODY), sign(old, "msg_1", at, BODY)]
+    for secret in (new, old):
+        assert Webhook(secret).verify(BODY, headers)["type"] == "post.created"
+    with pytest.raises(WebhookVerificationError):
+        Webhook(stranger).verify(BODY, headers)
+    # Without another secret, one signature only.
+    assert " " not in signature_headers(new, "msg_1", BODY)["webhook-signature"]

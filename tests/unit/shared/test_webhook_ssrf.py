@@ -1,6 +1,8 @@
 """The webhook target checks: the address classifier, literal spellings, URL rules, and the
 check on resolved addresses (with a fake resolver: no DNS, no network)."""
 
+# ruff: noqa: RUF001 - full-width and ideographic spellings are what is under test
+
 from __future__ import annotations
 
 import asyncio
@@ -119,6 +121,49 @@ def test_check_url_refuses_local_targets_without_dns(url: str) -> None:
     with pytest.raises(UnsafeTargetError):
         check_url(url, allow_http=False, allow_private=False)
     assert check_url(url, allow_http=False, allow_private=True).scheme == "https"
+
+
+#: Spellings a resolver or browser reads as a non-global address once normalised: a trailing
+#: dot, full-width digits and dots, ideographic full stops, compatibility forms, IDNA.
+NORMALISED_REFUSALS = {
+    "https://127.0.0.1./": "127.0.0.1 is a loopback address",
+    "https://０.０.０.０/": "0.0.0.0 is a unspecified address",
+    "https://127。0。0。1/": "127.0.0.1 is a loopback address",
+    "https://１２７.０.０.１/": "127.0.0.1 is a loopback address",
+    "https://127．0．0．1/": "127.0.0.1 is a loopback address",
+    "https://127｡0｡0｡1/": "127.0.0.1 is a loopback address",
+    "https://１０.０.０.１:8443/hook": "10.0.0.1 is a private address",
+    "https://169。254。169。254./latest": "169.254.169.254 is a link-local address",
+    "https://0x7f.1./": "127.0.0.1 is a loopback address",
+    "https://２１３０７０６４３３/": "127.0.0.1 is a loopback address",
+    "https://ｌｏｃａｌｈｏｓｔ/": "localhost is a loopback name",
+    "https://hooks。localhost/": "hooks.localhost is a loopback name",
+}
+
+
+@pytest.mark.parametrize(("url", "why"), NORMALISED_REFUSALS.items())
+def test_check_url_normalises_the_host_before_checking_it(url: str, why: str) -> None:
+    with pytest.raises(UnsafeTargetError) as refused:
+        check_url(url, allow_http=False, allow_private=False)
+    assert why in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "literal"),
+    [
+        ("https://93.184.216.34./hook", "93.184.216.34", True),
+        ("https://９３.１８４.２１６.３４/hook", "93.184.216.34", True),
+        ("https://93。184。216。34/hook", "93.184.216.34", True),
+        ("https://example.com./hook", "example.com.", False),
+        ("https://ｅｘａｍｐｌｅ。com/hook", "example.com", False),
+        ("https://bücher.example/hook", "xn--bcher-kva.example", False),
+    ],
+)
+def test_normalised_global_targets_are_allowed(url: str, host: str, literal: bool) -> None:
+    target = check_url(url, allow_http=False, allow_private=False)
+    assert target.host == host
+    assert (target.literal is not None) is literal
+    assert target.path == "/hook"
 
 
 @pytest.mark.parametrize(

@@ -3,19 +3,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from herald_api.access.route_check import check_routes_spend
 from herald_api.http.body_limit import BodyLimitMiddleware
+from herald_api.http.forwarded import ForwardedClient
 from herald_api.http.head_sampling import sample_at_the_edge
-from herald_api.http.problems import install_problem_handlers, problems_as_problem_json
+from herald_api.http.openapi import install_exact_document, operation_id
+from herald_api.http.problems import install_problem_handlers
 from herald_api.http.request_context import RequestContextMiddleware
+from herald_api.http.unavailable import install_unavailable_handlers
 from herald_api.lifespan import create_lifespan
-from herald_api.routes import health, metrics, posts, search, stats, webhooks
+from herald_api.routes import contracts, health, metrics, posts, search, stats, webhooks
 from herald_api.settings import Settings
 from herald_shared.logs import configure_logging
 from herald_shared.telemetry import configure_tracing
@@ -43,35 +44,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Requests are traced by the OpenTelemetry ASGI instrumentation below, and metered by
         # Prometheus; FastAPI's own telemetry would wrap every request and dependency again.
         telemetry=NATIVE_TELEMETRY_OFF,
+        generate_unique_id_function=operation_id,
     )
     install_problem_handlers(app)
+    install_unavailable_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    if settings.server.trusted_proxies:
+        # Outside the request context: its log line names the client found here.
+        app.add_middleware(ForwardedClient, trusted=settings.server.trusted_proxies)
     if settings.telemetry.enabled:
         # Outermost, so the request's span is current in every middleware and handler.
         FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
         # Outside even that: unsampled requests skip the instrumentation altogether.
         sample_at_the_edge(app, settings.telemetry.sample_ratio)
     app.include_router(health.router)
+    app.include_router(contracts.router)
     app.include_router(metrics.router)
     app.include_router(posts.router)
     app.include_router(search.router)
     app.include_router(stats.router)
     app.include_router(webhooks.router)
     check_routes_spend(app.routes)
-    _document_problems(app)
+    install_exact_document(app)
     return app
-
-
-def _document_problems(app: FastAPI) -> None:
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = problems_as_problem_json(build())
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_server_app() -> FastAPI:

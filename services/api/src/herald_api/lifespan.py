@@ -12,8 +12,9 @@ from typing import Annotated, TypedDict
 
 from fastapi import Depends, FastAPI, Request
 
-from herald_api.access.keys import KeyCache
+from herald_api.access.keys import KeyCache, KeyDirectory
 from herald_api.access.ratelimit import RateLimiter
+from herald_api.access.unknown_keys import UnknownKeys
 from herald_api.paging.cursors import CursorCodec
 from herald_api.posts.single_flight import SingleFlight
 from herald_api.settings import Settings
@@ -31,7 +32,9 @@ from herald_shared.telemetry import shutdown_tracing
 class AppState:
     settings: Settings
     db: Database
-    keys: KeyCache
+    keys: KeyDirectory
+    #: Tokens found not to be valid (None when that cache is switched off).
+    unknown_keys: UnknownKeys | None
     cursors: CursorCodec
     schema_head: str
     relay: OutboxRelay | None
@@ -93,11 +96,20 @@ def create_lifespan(
                 if settings.rate_limit.enabled
                 else None
             )
+            unknown_ttl = settings.server.unknown_key_cache_ttl_seconds
+            unknown_keys = (
+                UnknownKeys(redis, keys, breaker, ttl_seconds=unknown_ttl)
+                if unknown_ttl > 0
+                else None
+            )
             yield {
                 "herald": AppState(
                     settings=settings,
                     db=db,
-                    keys=KeyCache(ttl_seconds=settings.server.auth_cache_ttl_seconds),
+                    keys=KeyDirectory(
+                        db, KeyCache(ttl_seconds=settings.server.auth_cache_ttl_seconds)
+                    ),
+                    unknown_keys=unknown_keys,
                     cursors=CursorCodec(settings.security.cursor_secret.get_secret_value()),
                     schema_head=head_revision(),
                     relay=relay,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from herald_shared.settings import (
     AmqpSettings,
@@ -34,7 +35,31 @@ class ServerSettings(BaseSettings):
     auth_cache_ttl_seconds: float = Field(
         default=5.0, ge=0, description="How long a verified key is trusted before re-checking."
     )
+    unknown_key_cache_ttl_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description=(
+            "How long a token found not to be valid is refused without asking PostgreSQL "
+            "again (0 turns that cache off)."
+        ),
+    )
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+    trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Comma-separated addresses or CIDRs of the proxies in front of the API: "
+            "X-Forwarded-For is read only from them (the client is its rightmost address not "
+            "among them). Empty: the peer is the client."
+        ),
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
 
 @dataclass(frozen=True, slots=True)

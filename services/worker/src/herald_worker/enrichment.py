@@ -1,8 +1,10 @@
 """Post enrichment: excerpt, word count, reading time and the weighted full-text search vector.
 
-Runs on ``post.created`` and ``post.updated`` inside the inbox transaction, and only when the
-event's version is still the post's current version: an older event arriving late never
-overwrites what a newer one computed. It then emits ``post.enriched`` through the outbox.
+Runs on ``post.created`` and ``post.updated`` in a transaction of the runtime's, and only when
+the event's version is still the post's current version and not enriched yet: an older event
+arriving late never overwrites what a newer one computed, and a redelivered event finds its
+version enriched and changes nothing (the post's row lock, taken first, orders two deliveries of
+one event). It then emits ``post.enriched`` through the outbox, in the same transaction.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ async def enrich_post(event: Event[PostCreated | PostUpdated], tx: Connection) -
     post = await posts.fetch_post(tx, event.aggregate_id, for_update=True)
     if post is None or post.version != event.aggregate_version:
         return  # deleted, or changed again: the newer event enriches the newer version
+    if post.enriched_version == post.version:
+        return  # enriched by an earlier delivery of this event: nothing to do twice
     words = count_words(post.body)
     reading_time = reading_time_seconds(words)
     await posts.store_enrichment(

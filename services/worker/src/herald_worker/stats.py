@@ -1,9 +1,9 @@
 """Per-account counters (posts by status, total words), kept from post events.
 
 Each event re-reads the post and replaces what that post contributes to its account's counters,
-under a per-post advisory lock, inside the inbox transaction. So the counters do not depend on
-event order, and a redelivered event changes nothing (the inbox skips it; even without it,
-replaying the same state adds a difference of zero).
+under a per-post advisory lock, in one transaction. So the counters do not depend on
+event order, and a redelivered event changes nothing: replaying the same state adds a
+difference of zero, which is why the worker registers it without the inbox.
 """
 
 from __future__ import annotations

@@ -96,10 +96,10 @@ class Consumer:
         settings: ConsumerSettings,
         after_commit: Callable[[], None] | None = None,
     ) -> None:
-        """``after_commit`` is called after each committed inbox transaction (e.g. to wake an
+        """``after_commit`` is called after each committed handlers' transaction (e.g. to wake an
         outbox relay)."""
-        if handlers.uses_inbox and db is None:
-            raise ValueError("handlers that use the inbox need a database")
+        if handlers.uses_database and db is None:
+            raise ValueError("handlers that take a transaction need a database")
         self.name = inbox.check_consumer_name(name)
         self.queues: ConsumerQueues = consumer_queues(
             amqp.namespace,

@@ -1,5 +1,6 @@
-"""Running an event's handlers: under one deadline, inside the inbox transaction when any of
-them uses the inbox, with a few quick in-process retries of transient errors.
+"""Running an event's handlers: under one deadline, inside one transaction when any of them takes
+one (holding the inbox record when any of them uses the inbox), with a few quick in-process
+retries of transient errors.
 
 Whatever the handlers raise is passed on for ``herald_shared.messaging.failures.decide``. What
 the runtime's own inbox statements meet is told apart here, where it is known to be PostgreSQL:
@@ -67,15 +68,18 @@ class Dispatcher:
             raise  # a timeout of the handlers' own (or a query's): classified as what it is
 
     async def _run(self, route: Route, event: Event[EventData]) -> None:
-        if not route.uses_inbox:
+        if not route.uses_transaction:
             for step in route.steps:
                 await step.call(event)
             return
         if self._db is None:
-            raise RuntimeError("handlers that use the inbox need a database")
+            raise RuntimeError("handlers that take a transaction need a database")
         async with acquire(self._db.primary, self._db.acquire_timeout) as tx:
             async with _inbox_statement():
-                opened = await inbox.open_inbox(tx, self._consumer, event.id)
+                if route.uses_inbox:
+                    opened = await inbox.open_inbox(tx, self._consumer, event.id)
+                else:
+                    opened = await inbox.begin(tx)
             if not opened:
                 await inbox.rollback(tx)
                 _log.info(
@@ -84,7 +88,7 @@ class Dispatcher:
                 return
             try:
                 for step in route.steps:
-                    await (step.call(event, tx) if step.uses_inbox else step.call(event))
+                    await (step.call(event, tx) if step.takes_tx else step.call(event))
             except BaseException:
                 await inbox.rollback(tx)
                 raise

@@ -1,13 +1,20 @@
 """What handlers are, how a service registers them, and how they say something went wrong.
 
 A handler is a plain ``async def`` taking the typed event first and its dependencies as keyword
-arguments; no broker type appears in its signature. There are two kinds:
+arguments; no broker type appears in its signature. There are three kinds:
 
 - an **inbox** handler, ``async def h(event: Event[P], tx: Connection, *, deps…) -> None``, runs
   in a transaction that first records (consumer, event id) in the inbox: a redelivered event is
   skipped, and the handler's own writes on ``tx`` commit atomically with that record;
+- an **idempotent transactional** handler has the same signature and runs in a transaction too,
+  but without the inbox record: it is idempotent by construction (a version-checked write, a
+  unique key, a contribution replaced as a whole), so a redelivery runs it again and changes
+  nothing; the transaction only keeps its own writes atomic;
 - an **idempotent** handler, ``async def h(event: Event[P], *, deps…) -> None``, is idempotent
-  by construction (a cache delete, a version-checked write, a unique key) and needs no inbox.
+  by construction (a cache delete) and needs neither.
+
+The handlers of one event share one transaction when any of them takes one, and the inbox record
+is written in it when any of them uses the inbox.
 
 A service builds one ``HandlerTable``, registering each handler under the event model it
 handles (``table.inbox(PostCreated, enrich_post)``): a misspelt type cannot be written, and
@@ -91,10 +98,13 @@ def event_of(envelope: EventEnvelope, payload: M, attempt: int) -> Event[M]:
 @dataclass(frozen=True, slots=True)
 class Step:
     """One registered handler, its dependencies bound: called as ``call(event, tx)`` when it
-    uses the inbox, ``call(event)`` otherwise (the table checked the types when it was made)."""
+    takes a transaction, ``call(event)`` otherwise (the table checked the types when it was
+    made)."""
 
     call: Callable[..., Awaitable[None]]
     uses_inbox: bool
+    #: Takes the transaction as its second argument (every inbox handler does).
+    takes_tx: bool = False
 
 
 @dataclass(slots=True)
@@ -109,6 +119,11 @@ class Route:
     def uses_inbox(self) -> bool:
         """True when any handler needs the inbox: then all of them run in its transaction."""
         return any(step.uses_inbox for step in self.steps)
+
+    @property
+    def uses_transaction(self) -> bool:
+        """True when any handler takes a transaction (with the inbox record or without)."""
+        return any(step.takes_tx for step in self.steps)
 
 
 class HandlerTable:
@@ -128,7 +143,21 @@ class HandlerTable:
         """Run ``handler(event, tx, **deps)`` for every ``model`` event, in the inbox
         transaction ``tx``. Its database effects go on ``tx`` (plain SQL: nest with
         ``SAVEPOINT``, not asyncpg's ``transaction()``)."""
-        self._add(model, _step(handler, args, deps, uses_inbox=True))
+        self._add(model, _step(handler, args, deps, uses_inbox=True, takes_tx=True))
+
+    def idempotent_tx(
+        self,
+        model: type[M],
+        handler: Callable[Concatenate[Event[M], Connection, Deps], Awaitable[None]],
+        /,
+        *args: Deps.args,
+        **deps: Deps.kwargs,
+    ) -> None:
+        """Run ``handler(event, tx, **deps)`` for every ``model`` event in a transaction ``tx``
+        that holds no inbox record: the handler must be idempotent by construction (a redelivery
+        runs it again). Its statements go on ``tx`` as an inbox handler's do; if another handler
+        of the same event uses the inbox, they all share its transaction."""
+        self._add(model, _step(handler, args, deps, uses_inbox=False, takes_tx=True))
 
     def idempotent(
         self,
@@ -140,7 +169,7 @@ class HandlerTable:
     ) -> None:
         """Run ``handler(event, **deps)`` for every ``model`` event, without the inbox: the
         handler must be idempotent by construction, since a redelivery runs it again."""
-        self._add(model, _step(handler, args, deps, uses_inbox=False))
+        self._add(model, _step(handler, args, deps, uses_inbox=False, takes_tx=False))
 
     def _add(self, model: type[EventData], step: Step) -> None:
         route = self._routes.setdefault((model.type, model.schema_version), Route(model))
@@ -164,6 +193,11 @@ class HandlerTable:
     def uses_inbox(self) -> bool:
         return any(route.uses_inbox for route in self._routes.values())
 
+    @property
+    def uses_database(self) -> bool:
+        """True when any handler runs in a transaction the runtime opens."""
+        return any(route.uses_transaction for route in self._routes.values())
+
 
 def _step(
     handler: Callable[..., Awaitable[None]],
@@ -171,8 +205,9 @@ def _step(
     deps: dict[str, object],
     *,
     uses_inbox: bool,
+    takes_tx: bool,
 ) -> Step:
     if args:
         # The event (and the transaction) come first when the runtime calls the handler.
         raise TypeError("bind a handler's dependencies as keyword arguments")
-    return Step(functools.partial(handler, **deps), uses_inbox)
+    return Step(functools.partial(handler, **deps), uses_inbox, takes_tx)

@@ -53,6 +53,13 @@ async def open_inbox(conn: Connection, consumer: str, event_id: uuid.UUID) -> bo
     return status == "INSERT 0 1"
 
 
+async def begin(conn: Connection) -> bool:
+    """Begin a transaction on ``conn`` without an inbox record, for handlers that are idempotent
+    by construction but keep their own writes atomic; True, as ``open_inbox`` for a new event."""
+    await conn.execute("BEGIN")
+    return True
+
+
 async def commit(conn: Connection) -> None:
     await conn.execute("COMMIT")
 

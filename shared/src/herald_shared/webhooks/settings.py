@@ -1,5 +1,6 @@
 """``HERALD_WEBHOOKS_*``: which targets may be called, how long a call may take, how deliveries
-are retried, how much one destination may occupy, and when a failing endpoint is disabled."""
+are retried, how much one destination may occupy, when a failing endpoint is disabled, and how
+long a rotated secret keeps signing."""
 
 from __future__ import annotations
 
@@ -68,6 +69,15 @@ class WebhookSettings(BaseSettings):
         description=(
             "How long a claimed delivery stays hidden from other workers; after a crash it is "
             "retried once the lease runs out."
+        ),
+    )
+    secret_overlap_seconds: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        le=30 * 24 * 3600.0,
+        description=(
+            "After a secret rotation, deliveries are signed with the previous secret too for this "
+            "long, so receivers can switch without refusing any; 0 stops the old one at once."
         ),
     )
     disable_after_consecutive_dead: int = Field(

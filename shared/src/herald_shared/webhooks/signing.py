@@ -4,6 +4,8 @@ A secret is ``whsec_`` followed by the base64 of 32 random bytes; the HMAC key i
 Each request carries ``webhook-id`` (the same on every retry of one delivery, so receivers can
 drop duplicates), ``webhook-timestamp`` (Unix seconds of this attempt; receivers refuse stale
 ones) and ``webhook-signature``: ``v1,`` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
+During a secret rotation's overlap the header holds one such signature per secret, separated by
+spaces, the newest first: a receiver verifying with either secret accepts the request.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Sequence
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 SECRET_BYTES = 32
@@ -49,12 +52,22 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
 
 
 def signature_headers(
-    secret: str, message_id: str, body: bytes, *, timestamp: int | None = None
+    secret: str,
+    message_id: str,
+    body: bytes,
+    *,
+    timestamp: int | None = None,
+    also: Sequence[str] = (),
 ) -> dict[str, str]:
-    """The three Standard Webhooks headers for one attempt (timestamp: now unless given)."""
+    """The three Standard Webhooks headers for one attempt (timestamp: now unless given).
+
+    ``also``: more secrets to sign with (a rotated secret still within its overlap); their
+    signatures follow ``secret``'s in ``webhook-signature``, space-separated.
+    """
     when = int(time.time()) if timestamp is None else timestamp
+    signatures = [sign(key, message_id, when, body) for key in (secret, *also)]
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(when),
-        "webhook-signature": sign(secret, message_id, when, body),
+        "webhook-signature": " ".join(signatures),
     }

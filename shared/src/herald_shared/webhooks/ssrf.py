@@ -13,6 +13,13 @@ loopback, private, link-local (169.254/16 holds cloud metadata services), shared
 multicast, reserved, unspecified, nor IPv6 forms that embed such an IPv4 address (mapped,
 NAT64, 6to4, Teredo). Address literals are read the way the C resolver reads them, so
 ``127.1``, ``0x7f.1``, ``017700000001`` and ``2130706433`` are all 127.0.0.1.
+
+The host is normalised before either check, as a resolver or browser would read it: IDNA
+(with its Unicode compatibility mapping, so full-width digits such as U+FF10 are ASCII digits
+and the ideographic full stops U+3002, U+FF0E and U+FF61 are dots), lower case, and one
+trailing dot ignored when deciding whether it is an address. ``https://127.0.0.1./``, or
+127.0.0.1 spelled with full-width digits or ideographic full stops, is therefore an address
+literal, refused without DNS.
 """
 
 from __future__ import annotations
@@ -174,8 +181,11 @@ def parse_target(url: str, *, allow_http: bool) -> Target:
         raise UnsafeTargetError("the URL must not name an IPv6 zone")
     if port == 0:
         raise UnsafeTargetError("the URL's port must be between 1 and 65535")
-    literal = literal_address(raw_host)
-    host = str(literal) if literal is not None else _ascii_host(raw_host)
+    host = _ascii_host(raw_host) if ":" not in raw_host else raw_host
+    # "127.0.0.1." names the root-relative host 127.0.0.1: the resolver reads it as the address.
+    literal = literal_address(host.removesuffix(".") if ":" not in host else host)
+    if literal is not None:
+        host = str(literal)
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"

@@ -1,8 +1,9 @@
 """Authentication by bearer API key, and the principal every route acts for.
 
-Verified keys are trusted for a short, configurable time (``HERALD_API_AUTH_CACHE_TTL_SECONDS``)
+Looked-up keys are trusted for a short, configurable time (``HERALD_API_AUTH_CACHE_TTL_SECONDS``)
 so a hot read path does not touch PostgreSQL for every request; a revocation takes effect within
-that time.
+that time. Tokens found not to be valid are remembered in Redis (``access.unknown_keys``), and
+``access.principals`` decides when a lookup may happen at all.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 from herald_shared.accounts import StoredKey, find_key
 from herald_shared.apikeys import Role, parse_key_id, token_matches
-from herald_shared.db import Database
+from herald_shared.db import Connection, Database
 
 _CHALLENGE = 'Bearer realm="herald"'
 
@@ -87,21 +89,33 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-async def authenticate(authorization: str | None, db: Database, cache: KeyCache) -> Principal:
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A well-formed bearer token and the key id it names (not yet verified)."""
+
+    token: str
+    key_id: str
+
+
+def credentials_of(authorization: str | None) -> Credentials:
+    """The request's credentials, read without any I/O; AuthenticationError when malformed."""
     token = bearer_token(authorization)
     key_id = parse_key_id(token)
     if key_id is None:
         raise AuthenticationError("The API key is malformed.", "invalid_token")
-    stored = cache.get(key_id)
-    if stored is None:
-        async with db.writer() as conn:  # keys are read from the primary: a new key works at once
-            stored = await find_key(conn, key_id)
-        if stored is not None:
-            cache.put(stored)
-    if stored is None or not token_matches(token, stored.token_hash):
-        raise AuthenticationError("The API key is not valid.", "invalid_token")
+    return Credentials(token, key_id)
+
+
+INVALID = "The API key is not valid."
+REVOKED = "The API key has been revoked."
+
+
+def verify(credentials: Credentials, stored: StoredKey | None) -> Principal:
+    """The principal of ``credentials`` when ``stored`` is their key and it is in force."""
+    if stored is None or not token_matches(credentials.token, stored.token_hash):
+        raise AuthenticationError(INVALID, "invalid_token")
     if stored.revoked_at is not None:
-        raise AuthenticationError("The API key has been revoked.", "invalid_token")
+        raise AuthenticationError(REVOKED, "invalid_token")
     return Principal(
         account_id=stored.account_id,
         key_id=stored.key_id,
@@ -109,3 +123,29 @@ async def authenticate(authorization: str | None, db: Database, cache: KeyCache)
         read_limit=stored.read_limit,
         write_limit=stored.write_limit,
     )
+
+
+class KeyLookup(Protocol):
+    async def __call__(self, conn: Connection, key_id: str) -> StoredKey | None: ...
+
+
+@dataclass(slots=True)
+class KeyDirectory:
+    """Where keys are found: keys looked up lately (``cache``), else PostgreSQL's primary."""
+
+    db: Database
+    cache: KeyCache
+    #: The repository function that reads a key (a seam for counting lookups in tests).
+    find: KeyLookup = find_key
+
+    def cached(self, key_id: str) -> StoredKey | None:
+        return self.cache.get(key_id)
+
+    async def look_up(self, key_id: str) -> StoredKey | None:
+        async with (
+            self.db.writer() as conn
+        ):  # keys are read from the primary: a new key works at once
+            stored = await self.find(conn, key_id)
+        if stored is not None:
+            self.cache.put(stored)
+        return stored

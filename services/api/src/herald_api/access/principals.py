@@ -23,7 +23,13 @@ from typing import Annotated, Generic, Protocol, TypeVar
 
 from fastapi import Depends, Request
 
-from herald_api.access.keys import AuthenticationError, Principal, authenticate
+from herald_api.access.keys import (
+    AuthenticationError,
+    Credentials,
+    Principal,
+    credentials_of,
+    verify,
+)
 from herald_api.access.ratelimit import LimitResult, RateLimitUnavailableError
 from herald_api.http.problems import Problem
 from herald_api.http.request_context import add_response_headers, set_account_of
@@ -69,9 +75,27 @@ def budget_of(dependency: Callable[..., object] | None) -> Budget | None:
     return _SPENDERS.get(dependency) if dependency is not None else None
 
 
+#: Set in the request's state once a budget's RateLimit headers are on its response.
+_METERED = "herald.metered"
+#: The request's principal, once authenticated.
+_PRINCIPAL = "herald.principal"
+
+
+def is_metered(request: Request) -> bool:
+    """Whether this request has spent a budget whose headers its response will carry."""
+    return bool(request.scope.get("state", {}).get(_METERED))
+
+
+def principal_of(request: Request) -> Principal | None:
+    """The principal this request authenticated as, if it did."""
+    principal = request.scope.get("state", {}).get(_PRINCIPAL)
+    return principal if isinstance(principal, Principal) else None
+
+
 def _apply(request: Request, result: LimitResult, bucket: str) -> None:
     """Attach the RateLimit headers to the response; raise 429 when over the limit."""
     add_response_headers(request.scope, result.headers())
+    request.scope.setdefault("state", {})[_METERED] = True
     RATE_LIMIT_DECISIONS.labels(bucket, "allowed" if result.allowed else "limited").inc()
     if not result.allowed:
         raise Problem(
@@ -80,6 +104,20 @@ def _apply(request: Request, result: LimitResult, bucket: str) -> None:
             type_="rate-limited",
             headers={"Retry-After": str(result.retry_after_seconds or 1)},
         )
+
+
+async def _hit(
+    state: AppState, subject: str, limit: int, also_get: tuple[str, ...] = ()
+) -> LimitResult | None:
+    """Count one request of ``subject``; None when rate limiting is off."""
+    if state.limiter is None:
+        return None
+    try:
+        return await state.limiter.hit(subject, limit, also_get=also_get)
+    except RateLimitUnavailableError:
+        raise Problem(
+            503, "Rate limiting is unavailable; try again shortly.", headers={"Retry-After": "2"}
+        ) from None
 
 
 async def _spend(
@@ -92,15 +130,9 @@ async def _spend(
     also_get: tuple[str, ...] = (),
 ) -> LimitResult | None:
     """Spend one request of ``subject``'s budget; None when rate limiting is off."""
-    if state.limiter is None:
-        return None
-    try:
-        result = await state.limiter.hit(subject, limit, also_get=also_get)
-    except RateLimitUnavailableError:
-        raise Problem(
-            503, "Rate limiting is unavailable; try again shortly.", headers={"Retry-After": "2"}
-        ) from None
-    _apply(request, result, bucket)
+    result = await _hit(state, subject, limit, also_get)
+    if result is not None:
+        _apply(request, result, bucket)
     return result
 
 
@@ -116,22 +148,93 @@ async def _spend_budget(
     return await _spend(request, state, subject, limit, bucket=budget.value, also_get=also_get)
 
 
+def _anonymous_subject(request: Request) -> str:
+    # The client as the trusted proxies report it (``http.forwarded``), else the peer.
+    return f"ip:{request.client.host if request.client else 'unknown'}"
+
+
+class _Anonymous:
+    """The client IP's anonymous budget for one request: spent at most once, its headers
+    attached only if the request ends up not authenticated (or over that budget)."""
+
+    def __init__(self, request: Request, state: AppState) -> None:
+        self._request = request
+        self._state = state
+        self._result: LimitResult | None = None
+        self._spent = False
+
+    async def spend(self, also_get: tuple[str, ...] = ()) -> LimitResult | None:
+        """Spend one request before a key is looked up; 429 (with headers) when over."""
+        limit = self._state.settings.rate_limit.anonymous_per_window
+        self._result = await _hit(self._state, _anonymous_subject(self._request), limit, also_get)
+        self._spent = True
+        if self._result is not None and not self._result.allowed:
+            _apply(self._request, self._result, "anonymous")
+        return self._result
+
+    async def refuse(self, exc: AuthenticationError) -> Problem:
+        """The 401 for a request that failed to authenticate, its anonymous budget spent."""
+        if not self._spent:
+            await self.spend()
+        if self._result is not None:
+            _apply(self._request, self._result, "anonymous")
+        return Problem(
+            401, exc.reason, type_="unauthorized", headers={"WWW-Authenticate": exc.challenge}
+        )
+
+    async def give_back(self) -> None:
+        """The request proved to carry a valid key: what it spent here is not the IP's."""
+        if self._result is not None and self._state.limiter is not None:
+            await self._state.limiter.refund(self._result)
+
+
+async def _look_up(state: AppState, credentials: Credentials, anonymous: _Anonymous) -> Principal:
+    """Verify a key this process has not looked up lately: the client IP's anonymous budget is
+    spent first (nothing is looked up once it is exhausted), then tokens known not to be valid
+    are refused from Redis, and only then is PostgreSQL asked — once per token per TTL. A key
+    that proves valid gives the IP its request back: only failures wear the IP's budget down."""
+    unknown = state.unknown_keys
+    remembered_key = unknown.key_for(credentials.token) if unknown is not None else None
+    spent = await anonymous.spend(also_get=(remembered_key,) if remembered_key else ())
+    if unknown is not None:
+        reason = (
+            unknown.reason_of(spent.values[0] if spent.values else None)
+            if spent is not None
+            else await unknown.reason(credentials.token)
+        )
+        if reason is not None:
+            raise AuthenticationError(reason, "invalid_token")
+    stored = await state.keys.look_up(credentials.key_id)
+    try:
+        principal = verify(credentials, stored)
+    except AuthenticationError as exc:
+        if unknown is not None:
+            await unknown.remember(credentials.token, exc.reason)
+        raise
+    await anonymous.give_back()
+    return principal
+
+
 async def authenticate_request(request: Request) -> Principal:
-    """The request's principal, with nothing spent but the anonymous budget of a request that
-    fails to authenticate (401)."""
+    """The request's principal, with nothing spent but the client IP's anonymous budget when
+    the key is not one this process verified lately (401 when it fails to authenticate, 429
+    when that budget is exhausted: then nothing is looked up)."""
     # State and header read here rather than declared as parameters: every dependency level
     # FastAPI solves costs on each request, and this one runs on every request there is.
+    if (known := principal_of(request)) is not None:
+        return known
     state = await get_state(request)
-    authorization = request.headers.get("authorization")
+    anonymous = _Anonymous(request, state)
     try:
-        principal = await authenticate(authorization, state.db, state.keys)
+        credentials = credentials_of(request.headers.get("authorization"))
+        stored = state.keys.cached(credentials.key_id)
+        if stored is not None:
+            principal = verify(credentials, stored)
+        else:
+            principal = await _look_up(state, credentials, anonymous)
     except AuthenticationError as exc:
-        client = request.client.host if request.client else "unknown"
-        limit = state.settings.rate_limit.anonymous_per_window
-        await _spend(request, state, f"ip:{client}", limit, bucket="anonymous")
-        raise Problem(
-            401, exc.reason, type_="unauthorized", headers={"WWW-Authenticate": exc.challenge}
-        ) from None
+        raise await anonymous.refuse(exc) from None
+    request.scope.setdefault("state", {})[_PRINCIPAL] = principal
     set_account_of(request.scope, str(principal.account_id))
     return principal
 

@@ -74,6 +74,8 @@ class LimitResult:
     #: The values of the keys asked for with the hit (None for each absent one), when the
     #: request was allowed; empty otherwise.
     values: tuple[bytes | None, ...] = ()
+    #: The counter the request was counted in, when it was (for ``RateLimiter.refund``).
+    counted_in: str | None = None
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         headers = [
@@ -84,6 +86,14 @@ class LimitResult:
             headers.append((b"ratelimit-remaining", str(self.remaining).encode()))
             headers.append((b"ratelimit-reset", str(self.reset_seconds).encode()))
         return headers
+
+
+# KEYS[1] a window counter: take back one request counted in it, if it still holds any.
+_REFUND = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
 
 
 class RateLimitUnavailableError(Exception):
@@ -104,6 +114,7 @@ class RateLimiter:
         self._client = client
         self._script = client.register_script(_HIT)
         self._cluster = is_cluster(client)
+        self._refund = client.register_script(_REFUND)
         self._keys = keys
         self._breaker = breaker
         self._window_ms = window_seconds * 1000
@@ -143,4 +154,15 @@ class RateLimiter:
             reset_seconds=math.ceil(int(reset_ms) / 1000),
             retry_after_seconds=max(1, math.ceil(int(retry_ms) / 1000)) if not allowed else None,
             values=tuple(v if isinstance(v, bytes) else None for v in values),
+            counted_in=keys[0] if allowed else None,
         )
+
+    async def refund(self, result: LimitResult) -> None:
+        """Take back the request ``result`` counted (best effort: Redis failing keeps it)."""
+        if result.counted_in is None:
+            return
+        try:
+            async with self._breaker.guard():
+                await self._refund(keys=[result.counted_in])
+        except _UNAVAILABLE as exc:
+            _log.debug("rate limit refund failed", error=repr(exc))

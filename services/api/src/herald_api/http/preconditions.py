@@ -6,7 +6,13 @@ import re
 
 from herald_api.http.problems import Problem
 
-_ENTITY_TAG_RE = re.compile(r'\s*(W/)?"([\x21\x23-\x7e]*)"\s*')
+# An entity tag of ours never holds a comma: a list splits on them.
+_ENTITY_TAG = r'(W/)?"([\x21\x23-\x2b\x2d-\x7e]*)"'
+_ENTITY_TAG_RE = re.compile(r"[ \t]*" + _ENTITY_TAG + r"[ \t]*")
+#: What If-Match and If-None-Match may hold: ``*`` or a list of entity tags, possibly empty
+#: (RFC 9110: ``"*" / #entity-tag``); the OpenAPI document's pattern, checked here as written.
+ENTITY_TAGS_PATTERN = rf"^(\*|({_ENTITY_TAG}([ \t]*,[ \t]*{_ENTITY_TAG})*)?)$"
+_ENTITY_TAGS_RE = re.compile(ENTITY_TAGS_PATTERN)
 
 
 def etag_for(version: int, enriched: bool = False) -> str:
@@ -16,6 +22,10 @@ def etag_for(version: int, enriched: bool = False) -> str:
 
 def _parse(header: str) -> list[tuple[bool, str]]:
     """The (weak, opaque tag) pairs of a list header; raises Problem 400 when malformed."""
+    if _ENTITY_TAGS_RE.fullmatch(header.strip(" \t")) is None:
+        raise Problem(400, "The entity-tag list is malformed.", type_="malformed-header")
+    if not header.strip(" \t"):
+        return []  # an empty list: no tag matches
     tags = []
     for part in header.split(","):
         match = _ENTITY_TAG_RE.fullmatch(part)
@@ -31,7 +41,7 @@ def if_match_fails(header: str | None, version: int) -> bool:
     The precondition is on the post's version: a tag from before or after the worker enriched
     that version matches alike, since enrichment changes no field a client writes.
     """
-    if header is None or header.strip() == "*":
+    if header is None or header.strip(" \t") == "*":
         return False
     current = {etag_for(version), etag_for(version, enriched=True)}
     return not any(not weak and tag in current for weak, tag in _parse(header))
@@ -41,6 +51,6 @@ def if_none_match_hits(header: str | None, current_etag: str) -> bool:
     """True when If-None-Match names the current representation (weak comparison)."""
     if header is None:
         return False
-    if header.strip() == "*":
+    if header.strip(" \t") == "*":
         return True
     return any(tag == current_etag for _, tag in _parse(header))

@@ -21,7 +21,6 @@ from starlette.routing import Match
 
 from herald_api.http.media import JSON, PROBLEM_JSON
 from herald_api.http.request_context import request_id_of
-from herald_shared.db import UNAVAILABLE_ERRORS
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _log = structlog.get_logger(__name__)
@@ -151,9 +150,10 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = _validation_errors(exc)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if request.method in ("POST", "PUT", "PATCH") and not (
-        content_type == JSON or content_type.endswith("+json")
-    ):
+    # Only a route that takes a body finds fault with it: a bad path parameter of a POST without
+    # a body is a 422 like any other.
+    about_body = any(e["loc"][:1] == ["body"] for e in errors)
+    if about_body and not (content_type == JSON or content_type.endswith("+json")):
         return problem_response(
             request,
             Problem(415, "Send the body as JSON with Content-Type: application/json."),
@@ -167,18 +167,6 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _on_unavailable(request: Request, exc: Exception) -> Response:
-    _log.warning("database unavailable", error=repr(exc))
-    return problem_response(
-        request,
-        Problem(
-            503,
-            "A backing service is unavailable; try again shortly.",
-            headers={"Retry-After": "2"},
-        ),
-    )
-
-
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     _log.error("unhandled error", exc_info=exc, path=request.url.path)
     return problem_response(request, Problem(500, "An unexpected error occurred."))
@@ -188,9 +176,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
-    for error in UNAVAILABLE_ERRORS:
-        if issubclass(error, Exception):
-            app.add_exception_handler(error, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
 
 
@@ -200,18 +185,3 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": ProblemDetail, "description": HTTPStatus(status).phrase}
         for status in statuses
     }
-
-
-def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite the OpenAPI document so every error response is ``application/problem+json``.
-
-    FastAPI documents a response ``model`` under the route's media type (application/json);
-    the API never sends errors that way.
-    """
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
-            for status, response in operation.get("responses", {}).items():
-                content = response.get("content", {})
-                if status.isdigit() and int(status) >= 400 and JSON in content:
-                    content[PROBLEM_JSON] = content.pop(JSON)
-    return schema

@@ -91,5 +91,6 @@ class RequestContextMiddleware:
                 status=status,
                 duration_ms=round(seconds * 1000, 3),
                 account_id=state.get("account_id"),
+                client=client[0] if (client := scope.get("client")) else None,
             )
             structlog.contextvars.unbind_contextvars("request_id")

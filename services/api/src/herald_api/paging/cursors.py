@@ -12,12 +12,16 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 _MAC_BYTES = 16
-_MAX_CURSOR_CHARS = 512
+MAX_CURSOR_CHARS = 512
+#: The shape of every cursor: two base64url parts joined by a dot.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
+_CURSOR_RE = re.compile(CURSOR_PATTERN)
 
 
 class InvalidCursorError(ValueError):
@@ -65,7 +69,7 @@ class CursorCodec:
         return f"{_b64encode(payload)}.{_b64encode(self._mac(payload))}"
 
     def decode(self, cursor: str, fingerprint: str) -> Position:
-        if len(cursor) > _MAX_CURSOR_CHARS or cursor.count(".") != 1:
+        if len(cursor) > MAX_CURSOR_CHARS or _CURSOR_RE.fullmatch(cursor) is None:
             raise InvalidCursorError("The cursor is malformed.")
         encoded_payload, encoded_mac = cursor.split(".")
         try:

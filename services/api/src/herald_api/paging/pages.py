@@ -18,10 +18,23 @@ from starlette.responses import Response
 
 from herald_api.http.media import json_response
 from herald_api.http.problems import Problem
-from herald_api.paging.cursors import CursorCodec, InvalidCursorError, Position
+from herald_api.paging.cursors import (
+    CURSOR_PATTERN,
+    MAX_CURSOR_CHARS,
+    CursorCodec,
+    InvalidCursorError,
+    Position,
+)
 
 Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
+Cursor = Annotated[
+    str | None,
+    Query(
+        description="`next_cursor` of the previous page (signed: only cursors the server gave "
+        "are accepted).",
+        json_schema_extra={"pattern": CURSOR_PATTERN, "maxLength": MAX_CURSOR_CHARS},
+    ),
+]
 NextCursor = Annotated[
     str | None, Field(description="Pass as `cursor` to get the next page; null on the last page.")
 ]

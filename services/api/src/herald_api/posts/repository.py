@@ -46,32 +46,6 @@ async def lock_post(conn: Connection, post_id: uuid.UUID) -> asyncpg.Record | No
     )
 
 
-async def insert_post(
-    conn: Connection,
-    *,
-    author_id: uuid.UUID,
-    title: str,
-    body: str,
-    tags: list[str],
-    status: str,
-) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        f"""
-        INSERT INTO posts (id, author_id, title, body, tags, status, published_at)
-        VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $6 = 'published' THEN now() END)
-        RETURNING {POST_COLUMNS}
-        """,  # noqa: S608
-        uuid.uuid4(),
-        author_id,
-        title,
-        body,
-        tags,
-        status,
-    )
-    assert row is not None
-    return row
-
-
 async def update_post(
     conn: Connection, post_id: uuid.UUID, changes: dict[str, Any]
 ) -> asyncpg.Record:

@@ -9,7 +9,15 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from herald_api.paging.pages import NextCursor
-from herald_api.validators import PartialUpdate, StrictBody, no_nul, not_blank, unique
+from herald_api.validators import (
+    NO_NUL_PATTERN,
+    NOT_BLANK_PATTERN,
+    PartialUpdate,
+    StrictBody,
+    no_nul,
+    not_blank,
+    unique,
+)
 
 MAX_TITLE_CHARS = 200
 MAX_BODY_CHARS = 100_000
@@ -21,19 +29,30 @@ Status = Literal["draft", "published"]
 
 Title = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_TITLE_CHARS, examples=["Hello, Herald"]),
+    Field(
+        min_length=1,
+        max_length=MAX_TITLE_CHARS,
+        examples=["Hello, Herald"],
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN},
+    ),
     AfterValidator(no_nul),
     AfterValidator(not_blank),
 ]
 Body = Annotated[
     str,
-    Field(max_length=MAX_BODY_CHARS, examples=["The first post."]),
+    Field(
+        max_length=MAX_BODY_CHARS,
+        examples=["The first post."],
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
+    ),
     AfterValidator(no_nul),
 ]
 Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
 Tags = Annotated[
     list[Tag],
-    Field(max_length=MAX_TAGS, examples=[["intro", "news"]]),
+    Field(
+        max_length=MAX_TAGS, examples=[["intro", "news"]], json_schema_extra={"uniqueItems": True}
+    ),
     AfterValidator(unique("tags")),
 ]
 

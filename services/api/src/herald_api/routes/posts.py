@@ -16,10 +16,17 @@ from fastapi.responses import Response
 from herald_api.access.keys import Principal
 from herald_api.access.principals import CachedRead, WritePrincipal, read_through_cache
 from herald_api.http.media import JSON
-from herald_api.http.preconditions import etag_for, if_match_fails, if_none_match_hits
+from herald_api.http.openapi import declared_headers, links_to
+from herald_api.http.preconditions import (
+    ENTITY_TAGS_PATTERN,
+    etag_for,
+    if_match_fails,
+    if_none_match_hits,
+)
 from herald_api.http.problems import Problem, problem_responses
-from herald_api.idempotency import Created, IdempotencyKey, StoredResponse, create_once
+from herald_api.idempotency import IdempotencyKey, create_in_one_statement
 from herald_api.lifespan import AppState, StateDep
+from herald_api.posts.creation import post_creation
 from herald_api.posts.listing import ListPlan, plan_list
 from herald_api.posts.reads import (
     PostLookup,
@@ -32,7 +39,6 @@ from herald_api.posts.reads import (
 )
 from herald_api.posts.repository import (
     delete_post,
-    insert_post,
     is_enriched,
     list_posts,
     lock_post,
@@ -40,8 +46,7 @@ from herald_api.posts.repository import (
 )
 from herald_api.posts.schemas import PostCreate, PostOut, PostPage, PostPatch
 from herald_shared.cache import decode_entry, version_of
-from herald_shared.db import Connection
-from herald_shared.events import EventEnvelope, PostCreated, PostDeleted, PostUpdated
+from herald_shared.events import EventEnvelope, PostDeleted, PostUpdated
 from herald_shared.metrics import CACHE_LOOKUPS
 from herald_shared.outbox import enqueue_event
 from herald_shared.tracecontext import current_trace_headers
@@ -52,7 +57,19 @@ _NOT_FOUND = "No post with this id is visible to you."
 
 IfMatch = Annotated[
     str | None,
-    Header(alias="If-Match", description="Apply only if the post's ETag is still this one."),
+    Header(
+        alias="If-Match",
+        description="Apply only if the post's ETag is still this one (or `*`).",
+        json_schema_extra={"pattern": ENTITY_TAGS_PATTERN},
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-None-Match",
+        description="Answer 304 if the post's ETag is one of these (or `*`).",
+        json_schema_extra={"pattern": ENTITY_TAGS_PATTERN},
+    ),
 ]
 PostRead = Annotated[CachedRead[PostLookup], Depends(read_through_cache(post_lookup))]
 PostListRead = Annotated[CachedRead[ListPlan], Depends(read_through_cache(plan_list))]
@@ -104,8 +121,15 @@ def _check_if_match(if_match: str | None, row: asyncpg.Record) -> None:
     "",
     status_code=201,
     response_model=PostOut,
+    operation_id="create_post",
     summary="Create a post",
-    responses=problem_responses(400, 401, 409, 413, 422, 429, 503),
+    responses={
+        201: {
+            "headers": declared_headers("Location", "ETag", optional=("Idempotent-Replayed",)),
+            "links": links_to("post_id", "get_post", "update_post", "delete_post"),
+        },
+        **problem_responses(400, 401, 409, 413, 422, 429, 503),
+    },
 )
 async def create_post(
     payload: PostCreate,
@@ -113,26 +137,14 @@ async def create_post(
     principal: WritePrincipal,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    async def insert(conn: Connection) -> Created[asyncpg.Record]:
-        row = await insert_post(
-            conn,
-            author_id=principal.account_id,
-            title=payload.title,
-            body=payload.body,
-            tags=payload.tags,
-            status=payload.status,
-        )
-        event = EventEnvelope.wrap(
-            PostCreated.model_validate(_snapshot(row)),
-            aggregate_id=row["id"],
-            aggregate_version=row["version"],
-        )
-        await enqueue_event(conn, event, current_trace_headers())
-        headers = {"Location": f"{router.prefix}/{row['id']}", "ETag": _etag(row)}
-        return Created(row, StoredResponse(201, post_json(row), headers))
-
-    outcome = await create_once(
-        state, principal, idempotency_key, path=router.prefix, payload=payload, create=insert
+    write = post_creation(
+        principal.account_id,
+        payload,
+        location_prefix=router.prefix,
+        trace_headers=current_trace_headers(),
+    )
+    outcome = await create_in_one_statement(
+        state, principal, idempotency_key, path=router.prefix, payload=payload, write=write
     )
     if outcome.created is not None:
         await _after_write(state, outcome.created["id"], outcome.created["version"])
@@ -142,15 +154,20 @@ async def create_post(
 @router.get(
     "/{post_id}",
     response_model=PostOut,
+    operation_id="get_post",
     summary="Read a post",
     responses={
-        304: {"description": "Not modified (If-None-Match)"},
+        200: {"headers": declared_headers("ETag", "Cache-Control", "X-Cache")},
+        304: {
+            "description": "Not modified (If-None-Match)",
+            "headers": declared_headers("ETag", "Cache-Control", "X-Cache"),
+        },
         **problem_responses(400, 401, 404, 422, 429, 503),
     },
 )
 async def read_post(
     read: PostRead,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     entry = decode_entry(read.cached) if read.cached is not None else None
     outcome = "hit"
@@ -170,8 +187,12 @@ async def read_post(
 @router.patch(
     "/{post_id}",
     response_model=PostOut,
+    operation_id="update_post",
     summary="Change some fields of a post",
-    responses=problem_responses(400, 401, 403, 404, 412, 413, 422, 429, 503),
+    responses={
+        200: {"headers": declared_headers("ETag")},
+        **problem_responses(400, 401, 403, 404, 412, 413, 422, 429, 503),
+    },
 )
 async def patch_post(
     post_id: uuid.UUID,
@@ -205,6 +226,7 @@ async def patch_post(
 @router.delete(
     "/{post_id}",
     status_code=204,
+    operation_id="delete_post",
     summary="Delete a post",
     responses=problem_responses(400, 401, 403, 404, 412, 422, 429, 503),
 )
@@ -232,9 +254,13 @@ async def remove_post(
 @router.get(
     "",
     response_model=PostPage,
+    operation_id="list_posts",
     summary="List posts, newest first",
     description="Keyset pagination: follow `next_cursor` until it is null.",
-    responses=problem_responses(400, 401, 422, 429, 503),
+    responses={
+        200: {"headers": declared_headers(optional=("X-Cache",))},
+        **problem_responses(400, 401, 422, 429, 503),
+    },
 )
 async def list_posts_page(read: PostListRead) -> Response:
     state, plan = read.state, read.plan

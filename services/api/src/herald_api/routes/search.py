@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import asyncpg
@@ -15,28 +16,32 @@ from herald_api.paging.pages import Pager
 from herald_api.posts.listing import PageParamsDep, fingerprint_of, visible_query
 from herald_api.posts.repository import search_posts
 from herald_api.posts.schemas import PostPage
+from herald_api.validators import NOT_BLANK_PATTERN
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
 MAX_QUERY_CHARS = 256
+_QUERY_RE = re.compile(NOT_BLANK_PATTERN)
 
 
 def _checked(q: str | None) -> str:
-    text = (q or "").strip()
-    if not text:
+    """The words of ``q``; 400 unless it is 1 to 256 characters, without NUL, not all blank
+    (the rule the OpenAPI document states for ``q``)."""
+    if q is None or not q.strip():
         raise Problem(400, "Give the words to search for in `q`.", type_="invalid-search")
-    if len(text) > MAX_QUERY_CHARS or "\x00" in text:
+    if len(q) > MAX_QUERY_CHARS or _QUERY_RE.fullmatch(q) is None:
         raise Problem(
             400,
             f"`q` must be at most {MAX_QUERY_CHARS} characters, without NUL.",
             type_="invalid-search",
         )
-    return text
+    return q.strip()
 
 
 @router.get(
     "",
     response_model=PostPage,
+    operation_id="search_posts",
     summary="Search posts, best match first",
     description=(
         'Web-search syntax: words, `"quoted phrases"`, `or`, `-excluded`. Title matches weigh '
@@ -48,7 +53,18 @@ async def search(
     state: StateDep,
     principal: ReadPrincipal,
     params: PageParamsDep,
-    q: Annotated[str | None, Query(description="What to search for.")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            description="What to search for (required).",
+            json_schema_extra={
+                "minLength": 1,
+                "maxLength": MAX_QUERY_CHARS,
+                "pattern": NOT_BLANK_PATTERN,
+                "x-required": True,
+            },
+        ),
+    ] = None,
 ) -> Response:
     text = _checked(q)
     pager = Pager(state.cursors, fingerprint_of(params, "search", text), params.limit, ranked=True)

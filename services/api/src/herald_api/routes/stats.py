@@ -16,6 +16,7 @@ router = APIRouter(prefix="/v1/stats", tags=["stats"])
 @router.get(
     "",
     response_model=AccountStats,
+    operation_id="get_account_stats",
     summary="The caller's account statistics",
     description="Eventually consistent: updated by the worker shortly after each change.",
     responses=problem_responses(401, 429, 503),

@@ -8,6 +8,8 @@ indexes of migration 0004.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -160,18 +162,43 @@ async def delete_webhook(conn: Connection, account_id: uuid.UUID, webhook_id: uu
     return bool(deleted)
 
 
+@dataclass(frozen=True, slots=True)
+class Rotated:
+    """A rotation done: until when the previous secret signs too (None: not at all)."""
+
+    previous_secret_expires_at: datetime | None
+
+
 async def replace_secret(
-    conn: Connection, account_id: uuid.UUID, webhook_id: uuid.UUID, secret: str
-) -> bool:
-    """Sign from now on with ``secret``; False when the webhook is not the account's."""
-    replaced = await conn.fetchval(
-        "UPDATE webhooks SET secret = $3, updated_at = now() "
-        "WHERE id = $1 AND account_id = $2 RETURNING true",
+    conn: Connection,
+    account_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    secret: str,
+    *,
+    overlap: timedelta,
+) -> Rotated | None:
+    """Sign from now on with ``secret``, and with the current one too for ``overlap`` (none
+    when zero); None when the webhook is not the account's.
+
+    Rotating again within an overlap ends the older secret's at once: two secrets sign at most.
+    """
+    row = await conn.fetchrow(
+        """
+        UPDATE webhooks
+        SET previous_secret = CASE WHEN $4::interval > interval '0' THEN secret END,
+            previous_secret_expires_at =
+                CASE WHEN $4::interval > interval '0' THEN now() + $4::interval END,
+            secret = $3,
+            updated_at = now()
+        WHERE id = $1 AND account_id = $2
+        RETURNING previous_secret_expires_at
+        """,
         webhook_id,
         account_id,
         secret,
+        overlap,
     )
-    return bool(replaced)
+    return None if row is None else Rotated(row["previous_secret_expires_at"])
 
 
 async def list_deliveries(

@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from herald_api.paging.pages import NextCursor
-from herald_api.validators import PartialUpdate, StrictBody, no_nul, unique
+from herald_api.validators import NO_NUL_PATTERN, PartialUpdate, StrictBody, no_nul, unique
+from herald_shared.events import EVENT_TYPES
 from herald_shared.webhooks.matching import MAX_PATTERNS, check_pattern
 from herald_shared.webhooks.ssrf import MAX_URL_CHARS
 
@@ -26,12 +27,31 @@ def _known_pattern(pattern: str) -> str:
     return check_pattern(pattern)
 
 
+def subscribable_patterns() -> list[str]:
+    """Every pattern ``check_pattern`` accepts: ``*``, each event type, and each prefix of one
+    (ending at a dot) followed by ``.*``; the enum of the OpenAPI document."""
+    patterns = {"*", *EVENT_TYPES}
+    for event_type in EVENT_TYPES:
+        segments = event_type.split(".")
+        patterns.update(".".join(segments[:i]) + ".*" for i in range(1, len(segments)))
+    return sorted(patterns)
+
+
 Url = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_URL_CHARS, examples=["https://example.com/hooks/herald"]),
+    Field(
+        min_length=1,
+        max_length=MAX_URL_CHARS,
+        examples=["https://example.com/hooks/herald"],
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
+    ),
     AfterValidator(no_nul),
 ]
-EventPattern = Annotated[str, Field(max_length=100), AfterValidator(_known_pattern)]
+EventPattern = Annotated[
+    str,
+    Field(max_length=100, json_schema_extra={"enum": subscribable_patterns()}),
+    AfterValidator(_known_pattern),
+]
 EventPatterns = Annotated[
     list[EventPattern],
     Field(
@@ -39,12 +59,17 @@ EventPatterns = Annotated[
         max_length=MAX_PATTERNS,
         description="Event types to receive: exact (`post.created`), `post.*`, or `*` for all.",
         examples=[["post.*"]],
+        json_schema_extra={"uniqueItems": True},
     ),
     AfterValidator(unique("event types")),
 ]
 Description = Annotated[
     str,
-    Field(max_length=MAX_DESCRIPTION_CHARS, examples=["Search indexer"]),
+    Field(
+        max_length=MAX_DESCRIPTION_CHARS,
+        examples=["Search indexer"],
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
+    ),
     AfterValidator(no_nul),
 ]
 
@@ -95,8 +120,15 @@ class WebhookCreated(WebhookOut):
 class WebhookSecret(BaseModel):
     id: uuid.UUID
     secret: str = Field(
-        description="The new signing secret, shown only in this response; the old one stops "
-        "signing at once."
+        description="The new signing secret, shown only in this response. Every attempt from "
+        "now on is signed with it."
+    )
+    previous_secret_expires_at: datetime | None = Field(
+        description=(
+            "Until then every attempt is also signed with the previous secret (one more "
+            "signature in `webhook-signature`), so the receiver can switch without refusing "
+            "any; null when the previous secret stopped signing at once."
+        )
     )
 
 

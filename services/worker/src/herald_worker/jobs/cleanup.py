@@ -1,5 +1,5 @@
 """Retention jobs: published outbox rows, expired idempotency keys, old inbox records, finished
-webhook deliveries (the delivery log).
+webhook deliveries (the delivery log), and webhook secrets whose overlap after a rotation is over.
 
 Each deletes in batches, one transaction per batch: however large the backlog, no transaction
 grows past one batch, and what a batch deleted stays deleted if a later one fails (the next run
@@ -72,8 +72,18 @@ def cleanup_jobs(
         )
         return f"deleted {n} finished webhook deliveries"
 
+    async def previous_secrets(run: JobRun) -> str:
+        # Deliveries stop using them at expiry by themselves; this keeps no copy longer.
+        async with run.transaction() as conn:
+            status: str = await conn.execute(
+                "UPDATE webhooks SET previous_secret = NULL, previous_secret_expires_at = NULL "
+                "WHERE previous_secret_expires_at <= now()"
+            )
+        return f"forgot {status.split()[-1]} rotated webhook secrets"
+
     return [
         PeriodicJob("cleanup.webhook_deliveries", every, deliveries),
+        PeriodicJob("cleanup.webhook_previous_secrets", every, previous_secrets),
         PeriodicJob("cleanup.outbox", every, outbox),
         PeriodicJob("cleanup.idempotency_keys", every, idempotency),
         PeriodicJob("cleanup.processed_events", every, inbox),

@@ -8,7 +8,10 @@ from typing import Literal
 
 from herald_shared.db import Connection
 
-_SELECT = "SELECT id, title, body, tags, status, author_id, version FROM posts WHERE id = $1"
+_SELECT = (
+    "SELECT id, title, body, tags, status, author_id, version, enriched_version "
+    "FROM posts WHERE id = $1"
+)
 _SELECT_FOR_UPDATE = f"{_SELECT} FOR UPDATE"
 
 # Title weighs most, then tags, then the body.
@@ -28,6 +31,8 @@ class Post:
     status: Literal["draft", "published"]
     author_id: uuid.UUID
     version: int
+    #: The version the stored enrichment describes (None before the first).
+    enriched_version: int | None
 
 
 async def fetch_post(
@@ -45,6 +50,7 @@ async def fetch_post(
         status=row["status"],
         author_id=row["author_id"],
         version=row["version"],
+        enriched_version=row["enriched_version"],
     )
 
 

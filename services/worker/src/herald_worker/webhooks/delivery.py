@@ -260,7 +260,8 @@ class DeliveryLoop:
         except ResolutionError as exc:
             return AttemptResult("failed", None, str(exc), 0, host_failure=True)
         body = delivery.payload.encode()
-        headers = signature_headers(delivery.secret, str(delivery.id), body)
+        also = () if delivery.previous_secret is None else (delivery.previous_secret,)
+        headers = signature_headers(delivery.secret, str(delivery.id), body, also=also)
         return await send(self._client, target, addresses, body, headers, settings)
 
     async def _settle(self, delivery: ClaimedDelivery, result: AttemptResult) -> str:

@@ -1,7 +1,8 @@
 """Fan-out: each event becomes one pending delivery per matching, enabled webhook of its account.
 
-Runs inside the inbox transaction, so the deliveries exist exactly when the event counts as
-handled; the unique (webhook, event) key makes a replay harmless even without the inbox. The
+Runs inside the event's transaction, so the deliveries exist exactly when the event counts as
+handled; the unique (webhook, event) key makes a replay harmless, which is why the worker
+registers it without the inbox. The
 delivery stores the event envelope as it will be sent. Post events belong to their author;
 ``webhook.disabled`` to the webhook's account (its other webhooks hear about it).
 """

@@ -58,6 +58,8 @@ _CLAIM = """
     WHERE d.id = picked.id AND w.id = d.webhook_id
     RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.payload::text AS payload,
               d.attempts, d.next_attempt_at AS lease, w.url, w.secret, w.enabled,
+              CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END
+                  AS previous_secret,
               d.trace_headers::text AS trace_headers
 """
 _OVERFETCH = 4
@@ -79,6 +81,8 @@ class ClaimedDelivery:
     enabled: bool
     #: The W3C trace context of the event's request, as JSON.
     trace_headers: str = "{}"
+    #: The secret a rotation replaced, while its overlap lasts: it signs too.
+    previous_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
