@@ -7,8 +7,10 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+from herald_api.access.edge import MeteredResponses
 from herald_api.access.route_check import check_routes_spend
 from herald_api.http.body_limit import BodyLimitMiddleware
+from herald_api.http.errors import UnexpectedErrors
 from herald_api.http.forwarded import ForwardedClient
 from herald_api.http.head_sampling import sample_at_the_edge
 from herald_api.http.openapi import install_exact_document, operation_id
@@ -49,6 +51,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     install_unavailable_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
+    # Inside the request context, so refusals made before any route ran (413, 415, 422, ...)
+    # and unexpected errors (500) carry a spent budget's RateLimit headers too.
+    app.add_middleware(UnexpectedErrors)
+    app.add_middleware(MeteredResponses)
     app.add_middleware(RequestContextMiddleware)
     if settings.server.trusted_proxies:
         # Outside the request context: its log line names the client found here.

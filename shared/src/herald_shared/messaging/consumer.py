@@ -9,7 +9,8 @@ types. Per message:
    dead-letter queue with the reason recorded — nothing is acknowledged unhandled;
 2. run the handlers (``dispatch``: deadline, inbox transaction, in-process retries);
 3. decide what the outcome means (``failures.decide``: ack, retry, defer, dead-letter) and carry
-   it out (``settlement``); a deferral also pauses intake.
+   it out (``settlement``); a deferral also pauses intake. Acks, asked for once the effects are
+   committed, go out in batches (``acks``).
 
 Intake (``intake``) is bounded by ``concurrency`` handlers in flight and paused while a dependency
 is down; on stop, consuming is cancelled and the handlers in flight get the grace period to
@@ -45,6 +46,7 @@ from herald_shared.background import finish
 from herald_shared.db import Database
 from herald_shared.events import EventEnvelope
 from herald_shared.messaging import inbox
+from herald_shared.messaging.acks import Acks
 from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
 from herald_shared.messaging.depth import DepthProbe
 from herald_shared.messaging.dispatch import Dispatcher
@@ -122,6 +124,9 @@ class Consumer:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._settlement: Settlement | None = None
+        # Done deliveries held behind one still in flight: a quarter of the prefetch, so the
+        # broker keeps sending while a slow handler runs.
+        self._acks = Acks(max_held=max(1, settings.prefetch // 4))
         # Strong references: aio-pika restores consumers through weak ones.
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -139,7 +144,10 @@ class Consumer:
             await channel.set_qos(prefetch_count=self._settings.prefetch)
             await declare_consumer(channel, self.queues, bindings=self._handlers.event_types)
             self._settlement = Settlement(
-                channel, self.queues, publish_timeout=self._amqp.publish_timeout_seconds
+                channel,
+                self.queues,
+                acks=self._acks,
+                publish_timeout=self._amqp.publish_timeout_seconds,
             )
             self._queue = await channel.get_queue(self.queues.main, ensure=True)
             self._tag = await self._queue.consume(self._on_message)
@@ -200,6 +208,11 @@ class Consumer:
         if self._inflight:
             _log.info("draining in-flight handlers", consumer=self.name, count=len(self._inflight))
             await finish(self._inflight, grace=max(deadline - loop.time(), 0.0))
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self._acks.flush()
+        except TimeoutError:
+            _log.warning("acks not sent before closing", consumer=self.name)
         _log.info("consumer stopped", consumer=self.name)
 
     async def _close(self) -> None:
@@ -217,11 +230,12 @@ class Consumer:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
+        self._acks.delivered(message)
         arrived = asyncio.get_running_loop().time()
         try:
             async with self._intake.admit(arrived) as ticket:
                 if self._stopping:
-                    await message.nack(requeue=True)
+                    await self._nack(message)
                     return
                 try:
                     await self._process(message, ticket)
@@ -234,23 +248,31 @@ class Consumer:
                     )
                     self._intake.deferred(ticket, self._settings.pause_seconds)
                     with contextlib.suppress(*BROKER_ERRORS):
-                        await message.nack(requeue=True)
+                        await self._nack(message)
         except HeldTooLongError:
             await self._put_back(message)
         except asyncio.CancelledError:
             # Shutdown ran out of grace: hand the message back for another consumer.
             with contextlib.suppress(*BROKER_ERRORS):
-                await asyncio.shield(message.nack(requeue=True))
+                await asyncio.shield(self._nack(message))
             raise
         except BROKER_ERRORS as exc:
             # The channel broke while settling: the broker redelivers unacked messages.
             _log.warning("could not settle message", consumer=self.name, error=repr(exc))
+            self._acks.forget(message)
         except UnroutableError as exc:
             _log.error("retry queue missing", consumer=self.name, error=repr(exc))
             with contextlib.suppress(*BROKER_ERRORS):
-                await message.nack(requeue=True)
+                await self._nack(message)
         finally:
             self._inflight.discard(task)
+
+    async def _nack(self, message: AbstractIncomingMessage) -> None:
+        """Hand the message back to the queue at once (never batched)."""
+        try:
+            await message.nack(requeue=True)
+        finally:
+            self._acks.forget(message)
 
     async def _put_back(self, message: AbstractIncomingMessage) -> None:
         """Re-publish a message that waited its longest hold at paused intake, unrun and without

@@ -8,8 +8,12 @@ A ``/v1`` route takes its principal from exactly one of:
   same Redis round trip as the budget (a ``CachedRead``).
 
 A request without valid credentials spends the client IP's anonymous budget instead, so guessing
-keys is rate limited too. ``Authenticated`` (the principal with nothing spent) exists for the
-plan dependencies of ``read_through_cache``; ``herald_api.access.route_check`` refuses to build
+keys is rate limited too; a key this process has not verified lately spends it *before* it is
+looked up (decision 0032). Answers given before any of these ran are metered at the edge
+(``access.edge``, decision 0033).
+
+``Authenticated`` (the principal with nothing spent) exists for the plan dependencies of
+``read_through_cache``; ``herald_api.access.route_check`` refuses to build
 an app in which a route could reach it any other way (decision 0018).
 
 (No ``from __future__ import annotations`` here: FastAPI resolves string annotations in module
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import Annotated, Generic, Protocol, TypeVar
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 from herald_api.access.keys import (
     AuthenticationError,
@@ -33,6 +38,7 @@ from herald_api.access.keys import (
 from herald_api.access.ratelimit import LimitResult, RateLimitUnavailableError
 from herald_api.http.problems import Problem
 from herald_api.http.request_context import add_response_headers, set_account_of
+from herald_api.http.unavailable import DATABASE_UNAVAILABLE
 from herald_api.lifespan import AppState, get_state
 from herald_shared.metrics import RATE_LIMIT_DECISIONS
 from herald_shared.redis_client import REDIS_UNAVAILABLE
@@ -81,9 +87,10 @@ _METERED = "herald.metered"
 _PRINCIPAL = "herald.principal"
 
 
-def is_metered(request: Request) -> bool:
+def is_metered_scope(scope: Scope) -> bool:
     """Whether this request has spent a budget whose headers its response will carry."""
-    return bool(request.scope.get("state", {}).get(_METERED))
+    state = scope.get("state")
+    return bool(state and state.get(_METERED))
 
 
 def principal_of(request: Request) -> Principal | None:
@@ -182,6 +189,12 @@ class _Anonymous:
             401, exc.reason, type_="unauthorized", headers={"WWW-Authenticate": exc.challenge}
         )
 
+    def report(self) -> None:
+        """Attach the headers of the budget spent, if one was (the request ends unverified)."""
+        if self._result is not None and not is_metered_scope(self._request.scope):
+            add_response_headers(self._request.scope, self._result.headers())
+            self._request.scope.setdefault("state", {})[_METERED] = True
+
     async def give_back(self) -> None:
         """The request proved to carry a valid key: what it spent here is not the IP's."""
         if self._result is not None and self._state.limiter is not None:
@@ -234,9 +247,28 @@ async def authenticate_request(request: Request) -> Principal:
             principal = await _look_up(state, credentials, anonymous)
     except AuthenticationError as exc:
         raise await anonymous.refuse(exc) from None
+    except BaseException:
+        anonymous.report()  # the lookup failed (the database, say): what was spent is shown
+        raise
     request.scope.setdefault("state", {})[_PRINCIPAL] = principal
     set_account_of(request.scope, str(principal.account_id))
     return principal
+
+
+async def meter_late(request: Request) -> Problem | None:
+    """Spend the budget of a ``/v1`` request whose response is starting without one spent (see
+    ``access.edge``); the problem to answer instead when it is over its limit (429), or when
+    the limiter fails closed (503)."""
+    try:
+        principal = await authenticate_request(request)
+        budget = Budget.READ if request.method in ("GET", "HEAD") else Budget.WRITE
+        await _spend_budget(request, await get_state(request), principal, budget)
+    except Problem as problem:
+        # A 401 spent the IP's anonymous budget and attached its headers: the answer stands.
+        return problem if problem.status in (429, 503) else None
+    except DATABASE_UNAVAILABLE:
+        return None  # the key cannot be looked up now; the answer already decided stands
+    return None
 
 
 #: The principal with no budget spent: only for the plans of ``read_through_cache``.
