@@ -3,8 +3,11 @@
 A private primary (``wal_level=replica``) and a replica made of it with ``pg_basebackup -R``,
 each on its own port, the replica applying every transaction ``LAG`` seconds after its commit
 (``recovery_min_apply_delay``). The API runs in-process with the primary as ``HERALD_DB_DSN``
-and the replica as ``HERALD_DB_REPLICA_DSN``. Each test does what it checks within the lag, and
-checks on the replica itself that it still lacked the change while the test ran (decision 0036).
+and the replica as ``HERALD_DB_REPLICA_DSN``: directly, and through a private PgBouncer
+configured as the manifests configure theirs (``herald`` → the primary, ``herald_replica`` →
+the replica, Herald's ``HERALD_DB_*`` from the manifests). Each test does what it checks within
+the lag, and checks on the replica itself that it still lacked the change while the test ran
+(decision 0036).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
 from herald_api.settings import Settings
 from herald_shared import accounts
@@ -25,9 +30,18 @@ from herald_shared.apikeys import Role
 from herald_shared.migrate import upgrade
 from herald_shared.settings import DatabaseSettings, RelaySettings
 from tests.conftest import ApiKey
+from tests.integration.datatier.manifests import (
+    PGBOUNCER_ADDRESS,
+    alias_fields,
+    database_environment,
+    database_settings,
+    pgbouncer_config,
+    rewrite_alias,
+)
 from tests.support.apps import RunningApi, running_api
 from tests.support.http import create_published
-from tests.support.servers import PrivatePostgres
+from tests.support.network import free_port
+from tests.support.servers import PrivatePgBouncer, PrivatePostgres
 
 #: The replica's apply delay: long enough to act within, short enough to wait out.
 LAG = 1.5
@@ -69,19 +83,70 @@ async def replicated() -> AsyncIterator[Replicated]:
         await primary.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+async def bouncer(replicated: Replicated) -> AsyncIterator[PrivatePgBouncer]:
+    """PgBouncer with the manifests' ini: its aliases point at the private primary and replica."""
+    config = pgbouncer_config()
+    servers = {
+        "postgres-primary": replicated.primary.port,
+        "postgres-replica": replicated.replica.port,
+    }
+    databases = {
+        alias: rewrite_alias(
+            connection,
+            host="127.0.0.1",
+            port=servers[alias_fields(connection)["host"]],
+            dbname=DATABASE,
+        )
+        for alias, connection in config.databases.items()
+    }
+    bouncer = await PrivatePgBouncer.create(
+        "127.0.0.1",
+        replicated.primary.port,
+        users=("postgres", "herald"),
+        databases=databases,
+        settings=config.settings,
+    )
+    try:
+        yield bouncer
+    finally:
+        await bouncer.close()
+
+
+async def _replica_role(replicated: Replicated) -> None:
+    """The manifests connect as ``herald``: the role must exist (the replica copies it)."""
+    exists = await replicated.pool.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'herald'")
+    if not exists:
+        await replicated.pool.execute("CREATE ROLE herald LOGIN")
+        await replicated.pool.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO herald")
+        await replicated.pool.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO herald")
+        await replicated.caught_up()
+
+
+@pytest.fixture(params=["direct", "pgbouncer"])
 async def api(
-    replicated: Replicated, settings: Settings, redis_prefix: str
+    request: pytest.FixtureRequest,
+    replicated: Replicated,
+    bouncer: PrivatePgBouncer,
+    settings: Settings,
+    redis_prefix: str,
 ) -> AsyncIterator[RunningApi]:
     primary, replica = replicated.primary, replicated.replica
-    replicated_settings = dataclasses.replace(
-        settings,
-        db=DatabaseSettings(
+    if request.param == "direct":
+        db = DatabaseSettings(
             dsn=primary.dsn(DATABASE),
             replica_dsn=replica.dsn(DATABASE),
             pool_min_size=1,
             pool_max_size=4,
-        ),
+        )
+    else:
+        await _replica_role(replicated)
+        db = database_settings(
+            database_environment({PGBOUNCER_ADDRESS: f"127.0.0.1:{bouncer.port}"})
+        )
+    replicated_settings = dataclasses.replace(
+        settings,
+        db=db,
         # Keys of this test's own: list pages are cached by their filters alone.
         redis=settings.redis.model_copy(
             update={"key_prefix": f"{redis_prefix}replica-{uuid.uuid4().hex[:6]}:"}
@@ -107,6 +172,12 @@ async def on_replica_title(replicated: Replicated, post_id: str) -> str | None:
     return title
 
 
+def routed(server: str, reason: str) -> float:
+    """How many reads ``herald_db_replica_routing_total`` counted for ``server`` and ``reason``."""
+    labels = {"server": server, "reason": reason}
+    return REGISTRY.get_sample_value("herald_db_replica_routing_total", labels) or 0.0
+
+
 def titles(page: httpx.Response) -> dict[str, str]:
     assert page.status_code == 200, page.text
     return {item["id"]: item["title"] for item in page.json()["items"]}
@@ -116,9 +187,11 @@ async def test_reads_go_to_the_replica(api: RunningApi, replicated: Replicated) 
     author, reader = await new_key(replicated), await new_key(replicated)
     tag = f"r{uuid.uuid4().hex[:8]}"
     post = await create_published(api.http, author, tags=[tag])
+    behind = routed("replica", "behind-page")
     listed = await api.http.get(f"/v1/posts?author={author.account_id}", headers=reader.headers)
-    # Only the replica lacks the post yet: the reader's list came from it.
+    # Only the replica lacks the post yet: the reader's list came from it (and was not cached).
     assert post["id"] not in titles(listed)
+    assert routed("replica", "behind-page") == behind + 1
     assert await on_replica_title(replicated, post["id"]) is None
     await replicated.caught_up()
     listed = await api.http.get(f"/v1/posts?author={author.account_id}", headers=reader.headers)
@@ -136,14 +209,16 @@ async def test_a_client_reads_its_own_writes(api: RunningApi, replicated: Replic
 
     patched = await api.http.patch(url, json={"title": "Second"}, headers=author.headers)
     assert patched.status_code == 200, patched.text
+    behind_fence = routed("primary", "behind-fence")
     read = await api.http.get(url, headers=author.headers)
     assert (read.json()["title"], read.headers["ETag"]) == ("Second", '"2"')
     mine = await api.http.get(f"/v1/posts?author={author.account_id}", headers=author.headers)
     assert titles(mine) == {post["id"]: "Second"}
     published = await api.http.get(f"/v1/posts?tag={tag}&status=published", headers=author.headers)
     assert titles(published) == {post["id"]: "Second"}
-    searched = await api.http.get(f"/v1/posts?tag={tag}", headers=author.headers)
-    assert titles(searched) == {post["id"]: "Second"}
+    tagged = await api.http.get(f"/v1/posts?tag={tag}", headers=author.headers)
+    assert titles(tagged) == {post["id"]: "Second"}
+    assert routed("primary", "behind-fence") == behind_fence + 3
     # All of that within the lag: the replica had not even the post yet.
     assert await on_replica_title(replicated, post["id"]) is None
 
@@ -161,8 +236,11 @@ async def test_a_read_after_an_invalidation_never_returns_an_older_version(
     # The write's invalidation has completed when the PATCH answers.
     patched = await api.http.patch(url, json={"title": "New"}, headers=author.headers)
     assert patched.status_code == 200, patched.text
+    stale = routed("primary", "stale")
     read = await api.http.get(url, headers=reader.headers)
     assert (read.json()["title"], read.headers["ETag"]) == ("New", '"2"')
+    # The replica's version 1 was refused by the version check and read again from the primary.
+    assert routed("primary", "stale") == stale + 1
     again = await api.http.get(url, headers=reader.headers)
     assert (again.json()["title"], again.headers["X-Cache"]) == ("New", "hit")
     assert await on_replica_title(replicated, post["id"]) == "Old"
@@ -203,3 +281,32 @@ async def test_a_lagging_replica_never_refills_a_stale_list_page(
     assert titles(after) == {post["id"]: "New"}
     cached = await api.http.get(page_url, headers=reader.headers)
     assert (titles(cached), cached.headers["X-Cache"]) == ({post["id"]: "New"}, "hit")
+
+
+async def test_without_redis_reads_go_to_the_primary(
+    replicated: Replicated, settings: Settings
+) -> None:
+    """No fence can be read and no version checked: only the primary is known to be current."""
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    no_redis = dataclasses.replace(
+        settings,
+        db=DatabaseSettings(
+            dsn=replicated.primary.dsn(DATABASE),
+            replica_dsn=replicated.replica.dsn(DATABASE),
+            pool_min_size=1,
+            pool_max_size=4,
+        ),
+        redis=settings.redis.model_copy(update={"url": SecretStr(dead_redis)}),
+        relay=RelaySettings(enabled=False),
+    )
+    author, reader = await new_key(replicated), await new_key(replicated)
+    async with running_api(no_redis) as api:
+        post = await create_published(api.http, author, title="Unfenced")
+        read = await api.http.get(f"/v1/posts/{post['id']}", headers=reader.headers)
+        assert (read.status_code, read.headers["X-Cache"]) == (200, "miss"), read.text
+        for key in (author, reader):
+            listed = await api.http.get(
+                f"/v1/posts?author={author.account_id}", headers=key.headers
+            )
+            assert titles(listed) == {post["id"]: "Unfenced"}
+    assert await on_replica_title(replicated, post["id"]) is None
