@@ -3,7 +3,9 @@
 Run as ``python -m tests.support.consumer_app``. Configured by environment:
 
 - ``HERALD_TEST_CONSUMER``: the consumer (queue) name;
-- ``HERALD_TEST_BEHAVIOUR``: ``ok``, ``slow:SECONDS``, ``fail-transient:N`` (the first N tries
+- ``HERALD_TEST_BEHAVIOUR``: ``ok``, ``slow:SECONDS``, ``slow-on:TITLE:SECONDS`` (only posts of
+  that title are slow), ``fail-once-on:TITLE`` (the first try of posts of that title raises
+  a transient error), ``fail-transient:N`` (the first N tries
   of each event raise a transient error), ``fail-permanent``, ``fail-until-fixed`` (a
   permanent error until a row for the consumer exists in ``test_fixed``), ``fail-oserror``
   (the handler's own ``OSError``, every try), ``slow-query:SECONDS`` (a query of that long
@@ -18,7 +20,8 @@ Run as ``python -m tests.support.consumer_app``. Configured by environment:
 - the usual ``HERALD_DB_*``, ``HERALD_AMQP_*`` and ``HERALD_CONSUMER_*`` settings.
 
 Every try is recorded in ``test_attempts`` (outside the handler's transaction, so failed tries
-are kept); every effect in ``test_effects`` inside it, so a duplicate effect would show.
+are kept); every effect in ``test_effects`` inside it, so a duplicate effect would show. Both
+record the id of the handler's transaction (``xid``): events of one inbox batch share it.
 """
 
 from __future__ import annotations
@@ -54,10 +57,11 @@ CRASH_STATUS = 70
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS test_attempts (
     consumer text NOT NULL, event_id uuid NOT NULL, attempt int NOT NULL, pid int NOT NULL,
-    at timestamptz NOT NULL DEFAULT clock_timestamp());
+    at timestamptz NOT NULL DEFAULT clock_timestamp(), xid bigint);
 CREATE TABLE IF NOT EXISTS test_effects (
     consumer text NOT NULL, event_id uuid NOT NULL, pid int NOT NULL,
-    at timestamptz NOT NULL DEFAULT clock_timestamp());
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    xid bigint NOT NULL DEFAULT txid_current());
 CREATE TABLE IF NOT EXISTS test_fixed (consumer text PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS test_job_runs (
     consumer text NOT NULL, pid int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
@@ -79,11 +83,16 @@ async def record(
 ) -> None:
     """Record the try, behave as told, then record the effect in the inbox transaction."""
     kind, _, argument = behaviour.partition(":")
+    xid = await tx.fetchval("SELECT txid_current()")
     async with pool.acquire() as conn:
-        tries = await _record_attempt(conn, name, event)
+        tries = await _record_attempt(conn, name, event, xid)
         fixed = await conn.fetchval("SELECT true FROM test_fixed WHERE consumer = $1", name)
     if kind == "slow":
         await asyncio.sleep(float(argument))
+    elif kind == "slow-on" and event.payload.title == argument.partition(":")[0]:
+        await asyncio.sleep(float(argument.partition(":")[2]))
+    elif kind == "fail-once-on" and event.payload.title == argument and tries == 1:
+        raise TransientError("first try of this post fails")
     elif kind == "fail-transient" and tries <= int(argument):
         raise TransientError(f"transient failure {tries}")
     elif kind == "fail-permanent" or (kind == "fail-until-fixed" and not fixed):
@@ -102,13 +111,15 @@ async def record(
     )
 
 
-async def _record_attempt(conn: Connection, name: str, event: Event[PostCreated]) -> int:
+async def _record_attempt(conn: Connection, name: str, event: Event[PostCreated], xid: int) -> int:
     await conn.execute(
-        "INSERT INTO test_attempts (consumer, event_id, attempt, pid) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO test_attempts (consumer, event_id, attempt, pid, xid) "
+        "VALUES ($1, $2, $3, $4, $5)",
         name,
         event.id,
         event.attempt,
         os.getpid(),
+        xid,
     )
     tries: int = await conn.fetchval(
         "SELECT count(*) FROM test_attempts WHERE consumer = $1 AND event_id = $2", name, event.id

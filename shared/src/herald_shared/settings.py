@@ -40,6 +40,15 @@ class DatabaseSettings(BaseSettings):
     statement_timeout_ms: int = Field(default=5000, ge=0)
     idle_in_transaction_timeout_ms: int = Field(default=10000, ge=0)
     max_inactive_connection_lifetime_seconds: float = Field(default=300.0, ge=0)
+    replica_fence_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "With a replica: how long an account's reads wait for the replica to replay its last "
+            "write before reading it (they read the primary meanwhile); keep it above the "
+            "replica lag you tolerate."
+        ),
+    )
     pgbouncer: bool = Field(
         default=False,
         description=(
@@ -151,6 +160,24 @@ class ConsumerSettings(BaseSettings):
     prefetch: int = Field(default=32, ge=1, le=10000, description="Unacked messages per process.")
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     handler_timeout_seconds: float = Field(default=30.0, gt=0)
+    inbox_batch_max: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description=(
+            "Inbox deliveries in flight together that share one transaction, each in a "
+            "savepoint (1: one transaction per event)."
+        ),
+    )
+    inbox_batch_window_seconds: float = Field(
+        default=0.01,
+        gt=0,
+        le=10,
+        description=(
+            "Longest an inbox batch runs its events one after another before handing the rest "
+            "to other connections; handlers slower than this on average run unbatched."
+        ),
+    )
     in_process_attempts: int = Field(
         default=3, ge=1, le=10, description="Tries of a transient failure before the retry queues."
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from opentelemetry import trace
 from opentelemetry.context import get_current
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -16,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased
 from opentelemetry.trace import SpanContext
+from starlette.routing import Match
 
 from herald_api.http.head_sampling import HeadSampling, sample_at_the_edge
 from herald_shared.telemetry import EDGE_ADMITTED, EdgeRatioSampler
@@ -132,3 +134,76 @@ async def test_the_instrumented_app_records_every_admitted_request_whatever_the_
         response = await client.get("/ping")
     assert response.status_code == 200
     assert [span.name for span in exporter.get_finished_spans()] == ["GET /ping"]
+
+
+class CountingRoute(APIRoute):
+    """Counts how often requests are matched against it."""
+
+    matched = 0
+
+    def matches(self, scope: Any) -> tuple[Match, Any]:
+        CountingRoute.matched += 1
+        return super().matches(scope)
+
+
+def _traced_app(provider: TracerProvider, ratio: float) -> tuple[FastAPI, list[str]]:
+    """An instrumented app behind the edge; the list names the stack each request ran in."""
+    app = FastAPI()
+    app.router.route_class = CountingRoute
+    ran: list[str] = []
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item": item_id}
+
+    class Mark:
+        def __init__(self, app: Any, name: str) -> None:
+            self.app, self.name = app, name
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                ran.append(self.name)
+            await self.app(scope, receive, send)
+
+    plain_build = app.build_middleware_stack
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=provider, exclude_spans=["receive", "send"]
+    )
+    instrumented_build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: Mark(instrumented_build(), "instrumented")  # type: ignore[method-assign]
+    sample_at_the_edge(app, ratio, plain_build=lambda: Mark(plain_build(), "plain"))
+    return app, ran
+
+
+async def test_a_traced_span_is_named_after_its_route_template() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(EdgeRatioSampler(0.0)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app, _ = _traced_app(provider, 1.0)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        CountingRoute.matched = 0
+        assert (await client.get("/items/42")).status_code == 200
+        assert CountingRoute.matched == 1, "the route was matched again to name the span"
+        assert (await client.get("/nowhere")).status_code == 404
+    found, missing = exporter.get_finished_spans()
+    assert found.name == "GET /items/{item_id}"
+    assert found.attributes is not None
+    assert found.attributes["http.route"] == "/items/{item_id}"
+    assert missing.name == "GET"
+
+
+async def test_requests_not_admitted_run_in_the_stack_without_the_instrumentation() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(EdgeRatioSampler(0.0)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app, ran = _traced_app(provider, 0.0)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/items/7")
+        parent = f"00-{TRACE_ID:032x}-00f067aa0ba902b7-01"
+        traced = await client.get("/items/8", headers={"traceparent": parent})
+    assert response.json() == {"item": 7}
+    assert traced.json() == {"item": 8}
+    assert ran == ["plain", "instrumented"]
+    assert [span.name for span in exporter.get_finished_spans()] == ["GET /items/{item_id}"]

@@ -8,7 +8,7 @@ import pytest
 
 from herald_shared.messaging.consumer import Consumer
 from herald_shared.messaging.handlers import HandlerTable
-from herald_shared.messaging.inbox import _claim_sql, check_consumer_name
+from herald_shared.messaging.inbox import check_consumer_name, claim_sql
 from herald_shared.settings import AmqpSettings, ConsumerSettings
 
 
@@ -27,14 +27,14 @@ def test_names_that_could_break_out_of_a_literal_are_refused(name: str) -> None:
 
 def test_the_claim_names_the_consumer_and_the_canonical_event_id() -> None:
     event_id = uuid.UUID("6f1c2b0e-5d9a-4f4e-8c3b-2a1d0e9f8b7c")
-    sql = _claim_sql("worker", event_id)
+    sql = claim_sql("worker", event_id)
     assert sql.startswith("BEGIN; INSERT INTO processed_events")
     assert "VALUES ('worker', '6f1c2b0e-5d9a-4f4e-8c3b-2a1d0e9f8b7c')" in sql
 
 
 def test_an_event_id_that_is_not_a_uuid_object_is_refused() -> None:
     with pytest.raises(TypeError, match=r"uuid\.UUID"):
-        _claim_sql("worker", "6f1c2b0e-5d9a-4f4e-8c3b-2a1d0e9f8b7c')--")  # type: ignore[arg-type]
+        claim_sql("worker", "6f1c2b0e-5d9a-4f4e-8c3b-2a1d0e9f8b7c')--")  # type: ignore[arg-type]
 
 
 def test_a_consumer_with_an_unusable_name_is_refused_at_construction() -> None:

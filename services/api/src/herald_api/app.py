@@ -64,10 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Outside the request context: its log line names the client found here.
         app.add_middleware(ForwardedClient, trusted=settings.server.trusted_proxies)
     if settings.telemetry.enabled:
+        plain_build = app.build_middleware_stack
         # Outermost, so the request's span is current in every middleware and handler.
         FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
         # Outside even that: unsampled requests skip the instrumentation altogether.
-        sample_at_the_edge(app, settings.telemetry.sample_ratio)
+        sample_at_the_edge(app, settings.telemetry.sample_ratio, plain_build=plain_build)
     app.include_router(health.router)
     app.include_router(contracts.router)
     app.include_router(posts.router)

@@ -9,7 +9,8 @@ types. Per message:
    dead-letter queue with the reason recorded — nothing is acknowledged unhandled;
 2. run the handlers (``dispatch``: deadline, inbox transaction, in-process retries);
 3. decide what the outcome means (``failures.decide``: ack, retry, defer, dead-letter) and carry
-   it out (``settlement``); a deferral also pauses intake.
+   it out (``settlement``); a deferral also pauses intake. Acks, asked for once the effects are
+   committed, go out in batches (``acks``).
 
 Intake (``intake``) is bounded by ``concurrency`` handlers in flight and paused while a dependency
 is down; on stop, consuming is cancelled and the handlers in flight get the grace period to
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -45,6 +47,7 @@ from herald_shared.background import finish
 from herald_shared.db import Database
 from herald_shared.events import EventEnvelope
 from herald_shared.messaging import inbox
+from herald_shared.messaging.acks import Acks
 from herald_shared.messaging.connection import BROKER_ERRORS, connect, open_channel
 from herald_shared.messaging.depth import DepthProbe
 from herald_shared.messaging.dispatch import Dispatcher
@@ -63,21 +66,23 @@ from herald_shared.messaging.failures import (
 from herald_shared.messaging.handlers import HandlerTable, event_of
 from herald_shared.messaging.headers import attempts_of
 from herald_shared.messaging.intake import HeldTooLongError, Intake, Ticket
+from herald_shared.messaging.labels import ConsumerMetrics
 from herald_shared.messaging.publisher import UnroutableError
 from herald_shared.messaging.settlement import Settlement
 from herald_shared.messaging.topology import ConsumerQueues, consumer_queues, declare_consumer
 from herald_shared.metrics import (
-    CONSUMED,
     DB_POOL_IN_USE,
     DB_POOL_SIZE,
-    HANDLER_SECONDS,
     QUEUE_DEPTH,
     UNHANDLED_MESSAGES,
 )
 from herald_shared.settings import AmqpSettings, ConsumerSettings
+from herald_shared.telemetry import tracing_enabled
 
 _log = structlog.get_logger(__name__)
+_std_log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
+
 
 #: The longest a metrics scrape waits for the broker's queue depths (it keeps the last ones).
 METRICS_DEADLINE_SECONDS = 2.0
@@ -122,6 +127,10 @@ class Consumer:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._settlement: Settlement | None = None
+        # Done deliveries held behind one still in flight: a quarter of the prefetch, so the
+        # broker keeps sending while a slow handler runs.
+        self._acks = Acks(max_held=max(1, settings.prefetch // 4))
+        self._metrics = ConsumerMetrics(name, self.queues.main)
         # Strong references: aio-pika restores consumers through weak ones.
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -139,7 +148,10 @@ class Consumer:
             await channel.set_qos(prefetch_count=self._settings.prefetch)
             await declare_consumer(channel, self.queues, bindings=self._handlers.event_types)
             self._settlement = Settlement(
-                channel, self.queues, publish_timeout=self._amqp.publish_timeout_seconds
+                channel,
+                self.queues,
+                acks=self._acks,
+                publish_timeout=self._amqp.publish_timeout_seconds,
             )
             self._queue = await channel.get_queue(self.queues.main, ensure=True)
             self._tag = await self._queue.consume(self._on_message)
@@ -200,6 +212,11 @@ class Consumer:
         if self._inflight:
             _log.info("draining in-flight handlers", consumer=self.name, count=len(self._inflight))
             await finish(self._inflight, grace=max(deadline - loop.time(), 0.0))
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self._acks.flush()
+        except TimeoutError:
+            _log.warning("acks not sent before closing", consumer=self.name)
         _log.info("consumer stopped", consumer=self.name)
 
     async def _close(self) -> None:
@@ -217,11 +234,12 @@ class Consumer:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
+        self._acks.delivered(message)
         arrived = asyncio.get_running_loop().time()
         try:
             async with self._intake.admit(arrived) as ticket:
                 if self._stopping:
-                    await message.nack(requeue=True)
+                    await self._nack(message)
                     return
                 try:
                     await self._process(message, ticket)
@@ -234,23 +252,31 @@ class Consumer:
                     )
                     self._intake.deferred(ticket, self._settings.pause_seconds)
                     with contextlib.suppress(*BROKER_ERRORS):
-                        await message.nack(requeue=True)
+                        await self._nack(message)
         except HeldTooLongError:
             await self._put_back(message)
         except asyncio.CancelledError:
             # Shutdown ran out of grace: hand the message back for another consumer.
             with contextlib.suppress(*BROKER_ERRORS):
-                await asyncio.shield(message.nack(requeue=True))
+                await asyncio.shield(self._nack(message))
             raise
         except BROKER_ERRORS as exc:
             # The channel broke while settling: the broker redelivers unacked messages.
             _log.warning("could not settle message", consumer=self.name, error=repr(exc))
+            self._acks.forget(message)
         except UnroutableError as exc:
             _log.error("retry queue missing", consumer=self.name, error=repr(exc))
             with contextlib.suppress(*BROKER_ERRORS):
-                await message.nack(requeue=True)
+                await self._nack(message)
         finally:
             self._inflight.discard(task)
+
+    async def _nack(self, message: AbstractIncomingMessage) -> None:
+        """Hand the message back to the queue at once (never batched)."""
+        try:
+            await message.nack(requeue=True)
+        finally:
+            self._acks.forget(message)
 
     async def _put_back(self, message: AbstractIncomingMessage) -> None:
         """Re-publish a message that waited its longest hold at paused intake, unrun and without
@@ -282,21 +308,24 @@ class Consumer:
             await self._settle(message, DeadLetter(UNDECODABLE, attempt), exc)
             return
         event = event_of(envelope, payload, attempt)
-        log = _log.bind(consumer=self.name, event_id=str(event.id), event_type=event.type)
-        with (
-            structlog.contextvars.bound_contextvars(event_id=str(event.id)),
+        event_id = str(event.id)
+        # Tracing off, a message opens no span at all (not even a non-recording one).
+        span_scope = (
             _tracer.start_as_current_span(
                 f"handle {event.type}",
                 attributes={
                     "herald.consumer": self.name,
                     "herald.event_type": event.type,
-                    "herald.event_id": str(event.id),
+                    "herald.event_id": event_id,
                     "herald.aggregate_id": str(event.aggregate_id),
                     "herald.attempt": attempt,
                     "messaging.destination.name": self.queues.main,
                 },
-            ) as span,
-        ):
+            )
+            if tracing_enabled()
+            else contextlib.nullcontext(trace.INVALID_SPAN)
+        )
+        with structlog.contextvars.bound_contextvars(event_id=event_id), span_scope as span:
             started = time.perf_counter()
             error: Exception | None = None
             try:
@@ -304,21 +333,27 @@ class Consumer:
             except Exception as exc:
                 error = exc
             finally:
-                HANDLER_SECONDS.labels(self.name, event.type).observe(time.perf_counter() - started)
+                self._metrics.handler_seconds(event.type).observe(time.perf_counter() - started)
             decision = decide(error, attempt=attempt, settings=self._settings)
-            _log_decision(log, decision, error)
+            if error is not None:
+                log = _log.bind(consumer=self.name, event_id=event_id, event_type=event.type)
+                _log_decision(log, decision, error)
             if isinstance(decision, Defer):
                 self._intake.deferred(ticket, decision.pause_seconds)
             else:
                 self._intake.done(ticket)
             await self._settle(message, decision, error)
             span.set_attribute("herald.outcome", decision.outcome)
-            log.info(
-                "event handled",
-                outcome=decision.outcome,
-                attempt=attempt,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            if _std_log.isEnabledFor(logging.INFO):
+                _log.info(
+                    "event handled",
+                    consumer=self.name,
+                    event_id=event_id,
+                    event_type=event.type,
+                    outcome=decision.outcome,
+                    attempt=attempt,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
             if decision.outcome != "ok":
                 span.set_status(Status(StatusCode.ERROR, decision.outcome))
 
@@ -343,7 +378,7 @@ class Consumer:
     ) -> None:
         assert self._settlement is not None
         await self._settlement.settle(message, decision, error)
-        CONSUMED.labels(self.queues.main, decision.outcome).inc()
+        self._metrics.consumed(decision.outcome).inc()
 
 
 def _log_decision(

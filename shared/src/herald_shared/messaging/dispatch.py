@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 
-from herald_shared.db import CONNECTING_ERRORS, Database, DatabaseUnavailableError, acquire
+from herald_shared.db import (
+    CONNECTING_ERRORS,
+    Connection,
+    Database,
+    DatabaseUnavailableError,
+    acquire,
+)
 from herald_shared.events import EventData
 from herald_shared.messaging import inbox
 from herald_shared.messaging.failures import IN_PROCESS_RETRYABLE
 from herald_shared.messaging.handlers import Event, HandlerTimeoutError, Route
+from herald_shared.messaging.inbox_batch import InboxBatcher
 from herald_shared.resilience import RetryPolicy, retry_transient
 from herald_shared.settings import ConsumerSettings
 
@@ -49,14 +56,51 @@ class Dispatcher:
             max_delay=1.0,
             retry_on=IN_PROCESS_RETRYABLE,
         )
+        self._batcher = (
+            InboxBatcher(
+                consumer,
+                max_batch=settings.inbox_batch_max,
+                window=settings.inbox_batch_window_seconds,
+                with_connection=self._with_connection,
+                run_steps=self._steps_in_time,
+                statement=_inbox_statement,
+                after_commit=after_commit,
+            )
+            if db is not None and settings.inbox_batch_max > 1
+            else None
+        )
 
     async def dispatch(self, route: Route, event: Event[EventData]) -> None:
         """Run ``route``'s handlers for ``event``; raises what they raised last."""
+        if route.uses_inbox and self._batcher is not None:
+            # The deadline covers the handlers, in the batch; not the wait for the batch.
+            batcher = self._batcher
+            await retry_transient(
+                lambda: batcher.submit(route, event),
+                policy=self._in_process,
+                log_name=f"{self._consumer}:{event.type}",
+            )
+            return
         await retry_transient(
             lambda: self._run_in_time(route, event),
             policy=self._in_process,
             log_name=f"{self._consumer}:{event.type}",
         )
+
+    async def _with_connection(self, body: Callable[[Connection], Awaitable[None]]) -> None:
+        assert self._db is not None
+        async with acquire(self._db.primary, self._db.acquire_timeout) as tx:
+            await body(tx)
+
+    async def _steps_in_time(self, route: Route, event: Event[EventData], tx: Connection) -> None:
+        try:
+            async with asyncio.timeout(self._timeout) as deadline:
+                for step in route.steps:
+                    await (step.call(event, tx) if step.takes_tx else step.call(event))
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise HandlerTimeoutError(f"handlers ran past {self._timeout} s") from exc
+            raise
 
     async def _run_in_time(self, route: Route, event: Event[EventData]) -> None:
         try:

@@ -31,7 +31,7 @@ def check_consumer_name(name: str) -> str:
     return name
 
 
-def _claim_sql(consumer: str, event_id: uuid.UUID) -> str:
+def claim_sql(consumer: str, event_id: uuid.UUID) -> str:
     check_consumer_name(consumer)
     if type(event_id) is not uuid.UUID:
         raise TypeError(f"event id must be a uuid.UUID, not {type(event_id).__name__}")
@@ -42,6 +42,14 @@ def _claim_sql(consumer: str, event_id: uuid.UUID) -> str:
     )
 
 
+def savepoint_claim_sql(consumer: str, event_id: uuid.UUID, *, first: bool) -> str:
+    """The claim of one event of a batch, in a savepoint of its own: the first one also begins
+    the transaction; a later one releases the previous event's savepoint (kept) first."""
+    claim = claim_sql(consumer, event_id).removeprefix("BEGIN; ")
+    start = "BEGIN; " if first else "RELEASE SAVEPOINT inbox_event; "
+    return f"{start}SAVEPOINT inbox_event; {claim}"
+
+
 async def open_inbox(conn: Connection, consumer: str, event_id: uuid.UUID) -> bool:
     """Begin a transaction on ``conn`` that holds the event's inbox row.
 
@@ -49,7 +57,7 @@ async def open_inbox(conn: Connection, consumer: str, event_id: uuid.UUID) -> bo
     way and must end with ``commit`` or ``rollback``. A second consumer process claiming the
     same event at the same time waits here until the first one's transaction ends.
     """
-    status = await conn.execute(_claim_sql(consumer, event_id))
+    status = await conn.execute(claim_sql(consumer, event_id))
     return status == "INSERT 0 1"
 
 

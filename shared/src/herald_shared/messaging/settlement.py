@@ -3,6 +3,7 @@ dead-letter queue (with headers saying why) and then ack it.
 
 A re-published copy is confirmed by the broker before the original is acked, so a crash in
 between can only duplicate the message, which the inbox (or an idempotent handler) absorbs.
+Acks are asked of ``Acks``, which sends them in batches.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from opentelemetry import propagate
 
+from herald_shared.messaging.acks import Acks
 from herald_shared.messaging.failures import Ack, DeadLetter, Decision, Defer, Retry
 from herald_shared.messaging.headers import dead_letter_headers, deferral_headers, retry_headers
 from herald_shared.messaging.publisher import build_message, publish_confirmed
@@ -27,9 +29,11 @@ class Settlement:
         channel: AbstractChannel,
         queues: ConsumerQueues,
         *,
+        acks: Acks,
         publish_timeout: float,
     ) -> None:
         self._channel = channel
+        self._acks = acks
         self._queues = queues
         self._publish_timeout = publish_timeout
 
@@ -39,7 +43,7 @@ class Settlement:
         """Carry out ``decision``; ``error`` is what the handlers (or decoding) raised."""
         match decision:
             case Ack():
-                await message.ack()
+                self._acks.ack(message)
                 return
             case Retry(step=step, attempts=attempts):
                 headers = retry_headers(message, _known(error), attempts)
@@ -68,7 +72,7 @@ class Settlement:
         await publish_confirmed(
             self._channel.default_exchange, copy, queue, timeout=self._publish_timeout
         )
-        await message.ack()
+        self._acks.ack(message)
 
 
 def _known(error: BaseException | None) -> BaseException:

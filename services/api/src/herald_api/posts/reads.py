@@ -5,7 +5,9 @@ commit.
 A hit costs one Redis round trip (``read_through_cache`` fetches the entry with the read
 budget). A miss reads PostgreSQL (the replica when configured) once per process however many
 requests are waiting, and fills the cache unless an invalidation for a newer version got there
-first. Any Redis failure degrades to reading PostgreSQL; it never fails the request.
+first; a replica's row the cache refuses is read again from the primary, never served. Any
+Redis failure degrades to reading PostgreSQL (the primary, with a replica); it never fails the
+request.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fastapi import Request
 from herald_api.lifespan import AppState, get_state
 from herald_api.posts.repository import ListQuery, fetch_post, is_enriched
 from herald_api.posts.schemas import PostOut
+from herald_api.replica import has_replica
 from herald_shared.cache import CachedPost, revision
 from herald_shared.redis_client import REDIS_UNAVAILABLE
 
@@ -72,20 +75,36 @@ async def load_post(state: AppState, post_id: uuid.UUID) -> CachedPost | None:
         async def load() -> CachedPost | None:
             nonlocal started_here
             started_here = True
-            async with state.db.reader() as conn:
-                row = await fetch_post(conn, post_id)
-            if row is None:
-                return None
-            entry = entry_of(row)
-            stored = await fill(state, post_id, entry)
-            return _LoadedPost(
-                entry.version, entry.status, entry.author_id, entry.body, confirmed=stored is True
-            )
+            return await _read_and_fill(state, post_id)
 
         entry = await state.post_reads.run(post_id, load)
         if started_here or (isinstance(entry, _LoadedPost) and entry.confirmed):
             break
     return entry
+
+
+async def _read_and_fill(state: AppState, post_id: uuid.UUID) -> _LoadedPost | None:
+    """The post as the cache accepts it. With a replica, a row the replica serves must prove
+    itself current: its fill is accepted (no newer version was invalidated or cached). A row
+    refused as stale, a fill that could not be tried, and a post the replica does not have
+    (it may be new) are read again from the primary (decision 0036)."""
+    cache_usable = state.cache is not None and not state.redis_breaker.is_open
+    if has_replica(state) and cache_usable:
+        async with state.db.reader() as conn:
+            row = await fetch_post(conn, post_id)
+        if row is not None:
+            entry = entry_of(row)
+            if await fill(state, post_id, entry) is True:
+                return _LoadedPost(entry.version, entry.status, entry.author_id, entry.body, True)
+    async with state.db.writer() if has_replica(state) else state.db.reader() as conn:
+        row = await fetch_post(conn, post_id)
+    if row is None:
+        return None
+    entry = entry_of(row)
+    stored = await fill(state, post_id, entry)
+    return _LoadedPost(
+        entry.version, entry.status, entry.author_id, entry.body, confirmed=stored is True
+    )
 
 
 async def fill(state: AppState, post_id: uuid.UUID, entry: CachedPost) -> bool | None:

@@ -6,6 +6,7 @@ client sent an ``Idempotency-Key``, stores the response for replays.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated, Any
 
@@ -45,6 +46,14 @@ from herald_api.posts.repository import (
     update_post,
 )
 from herald_api.posts.schemas import PostCreate, PostOut, PostPage, PostPatch
+from herald_api.replica import (
+    commit_position,
+    has_replica,
+    primary_position,
+    reading,
+    remember_write,
+    write_fence,
+)
 from herald_shared.cache import decode_entry, version_of
 from herald_shared.events import EventEnvelope, PostDeleted, PostUpdated
 from herald_shared.metrics import CACHE_LOOKUPS
@@ -75,9 +84,20 @@ PostRead = Annotated[CachedRead[PostLookup], Depends(read_through_cache(post_loo
 PostListRead = Annotated[CachedRead[ListPlan], Depends(read_through_cache(plan_list))]
 
 
-async def _after_write(state: AppState, post_id: uuid.UUID, version: int) -> None:
+async def _after_write(
+    state: AppState,
+    principal: Principal,
+    post_id: uuid.UUID,
+    version: int,
+    position: int | None = None,
+) -> None:
+    """Before the answer: wake the relay, invalidate, and fence the writer's later reads
+    (``position``: the primary's, read after the commit)."""
     state.events_committed()
-    await invalidate_after_write(state, post_id, version)
+    await asyncio.gather(
+        invalidate_after_write(state, post_id, version),
+        remember_write(state, principal.account_id, position),
+    )
 
 
 def _snapshot(row: asyncpg.Record) -> dict[str, Any]:
@@ -147,7 +167,7 @@ async def create_post(
         state, principal, idempotency_key, path=router.prefix, payload=payload, write=write
     )
     if outcome.created is not None:
-        await _after_write(state, outcome.created["id"], outcome.created["version"])
+        await _after_write(state, principal, outcome.created["id"], outcome.created["version"])
     return outcome.response
 
 
@@ -202,24 +222,28 @@ async def patch_post(
     if_match: IfMatch = None,
 ) -> Response:
     changes = payload.model_dump(exclude_unset=True)
-    async with state.db.writer() as conn, conn.transaction():
-        current = _check_changeable(principal, await lock_post(conn, post_id))
-        _check_if_match(if_match, current)
-        if all(
-            (list(current[name]) if name == "tags" else current[name]) == value
-            for name, value in changes.items()
-        ):
-            row = current  # nothing changes: no new version, no event
-        else:
-            row = await update_post(conn, post_id, changes)
-            event = EventEnvelope.wrap(
-                PostUpdated.model_validate(_snapshot(row) | {"previous_status": current["status"]}),
-                aggregate_id=post_id,
-                aggregate_version=row["version"],
-            )
-            await enqueue_event(conn, event, current_trace_headers())
+    async with state.db.writer() as conn:
+        async with conn.transaction():
+            current = _check_changeable(principal, await lock_post(conn, post_id))
+            _check_if_match(if_match, current)
+            if all(
+                (list(current[name]) if name == "tags" else current[name]) == value
+                for name, value in changes.items()
+            ):
+                row = current  # nothing changes: no new version, no event
+            else:
+                row = await update_post(conn, post_id, changes)
+                event = EventEnvelope.wrap(
+                    PostUpdated.model_validate(
+                        _snapshot(row) | {"previous_status": current["status"]}
+                    ),
+                    aggregate_id=post_id,
+                    aggregate_version=row["version"],
+                )
+                await enqueue_event(conn, event, current_trace_headers())
+        position = await commit_position(state, conn) if row is not current else None
     if row is not current:
-        await _after_write(state, post_id, row["version"])
+        await _after_write(state, principal, post_id, row["version"], position)
     return Response(post_json(row), headers={"ETag": _etag(row)}, media_type=JSON)
 
 
@@ -236,18 +260,20 @@ async def remove_post(
     principal: WritePrincipal,
     if_match: IfMatch = None,
 ) -> Response:
-    async with state.db.writer() as conn, conn.transaction():
-        current = _check_changeable(principal, await lock_post(conn, post_id))
-        _check_if_match(if_match, current)
-        await delete_post(conn, post_id)
-        event = EventEnvelope.wrap(
-            PostDeleted(author_id=current["author_id"], status=current["status"]),
-            aggregate_id=post_id,
-            # Deletion is the post's last version: anything cached at an older one is stale.
-            aggregate_version=current["version"] + 1,
-        )
-        await enqueue_event(conn, event, current_trace_headers())
-    await _after_write(state, post_id, event.aggregate_version)
+    async with state.db.writer() as conn:
+        async with conn.transaction():
+            current = _check_changeable(principal, await lock_post(conn, post_id))
+            _check_if_match(if_match, current)
+            await delete_post(conn, post_id)
+            event = EventEnvelope.wrap(
+                PostDeleted(author_id=current["author_id"], status=current["status"]),
+                aggregate_id=post_id,
+                # Deletion is the post's last version: anything cached at an older one is stale.
+                aggregate_version=current["version"] + 1,
+            )
+            await enqueue_event(conn, event, current_trace_headers())
+        position = await commit_position(state, conn)
+    await _after_write(state, principal, post_id, event.aggregate_version, position)
     return Response(status_code=204)
 
 
@@ -269,13 +295,21 @@ async def list_posts_page(read: PostListRead) -> Response:
         return Response(read.cached, media_type=JSON, headers={"X-Cache": "hit"})
     generation = await list_generation(state) if plan.cache_key is not None else None
     rows: list[asyncpg.Record] = []
+    current = True
     if plan.query is not None:
-        async with state.db.reader() as conn:
-            rows = await list_posts(conn, plan.query)
+        fence = await write_fence(state, read.principal.account_id)
+        # A page filled from the replica must hold every change its generation announced:
+        # those committed before the primary's present position.
+        current_at = (
+            await primary_position(state) if generation is not None and has_replica(state) else None
+        )
+        async with reading(state, fence=fence, current_at=current_at) as read_from:
+            rows = await list_posts(read_from.conn, plan.query)
+            current = read_from.current
     response = plan.pager.response(PostPage, rows)
     if plan.cache_key is not None:
         CACHE_LOOKUPS.labels("miss").inc()
         response.headers["X-Cache"] = "miss"
-        if generation is not None:
+        if generation is not None and current:
             await fill_list_page(state, plan.cache_key, generation, bytes(response.body))
     return response

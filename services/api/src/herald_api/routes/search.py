@@ -16,6 +16,7 @@ from herald_api.paging.pages import Pager
 from herald_api.posts.listing import PageParamsDep, fingerprint_of, visible_query
 from herald_api.posts.repository import search_posts
 from herald_api.posts.schemas import PostPage
+from herald_api.replica import reader_for
 from herald_api.validators import NOT_BLANK_PATTERN
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
@@ -71,6 +72,6 @@ async def search(
     query = visible_query(principal, params, pager.start(params.cursor))
     rows: list[asyncpg.Record] = []
     if query is not None:
-        async with state.db.reader() as conn:
+        async with reader_for(state, principal.account_id) as conn:
             rows = await search_posts(conn, text, query)
     return pager.response(PostPage, rows)

@@ -31,6 +31,7 @@ from herald_api.idempotency import Created, IdempotencyKey, StoredResponse, crea
 from herald_api.lifespan import StateDep
 from herald_api.paging.cursors import filter_fingerprint
 from herald_api.paging.pages import Cursor, Limit, Pager
+from herald_api.replica import reader_for, remember_write
 from herald_api.webhooks.repository import (
     count_webhooks,
     delete_webhook,
@@ -147,6 +148,8 @@ async def create_webhook(
     outcome = await create_once(
         state, principal, idempotency_key, path=router.prefix, payload=payload, create=insert
     )
+    if outcome.created is not None:
+        await remember_write(state, principal.account_id)
     return outcome.response
 
 
@@ -163,7 +166,7 @@ async def list_webhooks_page(
 ) -> Response:
     pager = Pager(state.cursors, filter_fingerprint("webhooks"), limit)
     after = pager.start(cursor)
-    async with state.db.reader() as conn:
+    async with reader_for(state, principal.account_id) as conn:
         rows = await list_webhooks(conn, principal.account_id, limit, after)
     return pager.response(WebhookPage, rows)
 
@@ -178,10 +181,11 @@ async def list_webhooks_page(
 async def read_webhook(
     webhook_id: uuid.UUID, state: StateDep, principal: ReadPrincipal
 ) -> Response:
-    async with state.db.reader() as conn:
+    async with reader_for(state, principal.account_id) as conn:
         row = await fetch_webhook(conn, principal.account_id, webhook_id)
     if row is None:
         raise Problem(404, _NOT_FOUND)
+    await remember_write(state, principal.account_id)
     return json_response(WebhookOut.model_validate(dict(row)))
 
 
@@ -206,6 +210,7 @@ async def patch_webhook(
         row = await update_webhook(conn, principal.account_id, webhook_id, changes)
     if row is None:
         raise Problem(404, _NOT_FOUND)
+    await remember_write(state, principal.account_id)
     return json_response(WebhookOut.model_validate(dict(row)))
 
 
@@ -223,6 +228,7 @@ async def remove_webhook(
         deleted = await delete_webhook(conn, principal.account_id, webhook_id)
     if not deleted:
         raise Problem(404, _NOT_FOUND)
+    await remember_write(state, principal.account_id)
     return Response(status_code=204)
 
 
@@ -249,6 +255,7 @@ async def rotate_secret(
         )
     if rotated is None:
         raise Problem(404, _NOT_FOUND)
+    await remember_write(state, principal.account_id)
     return json_response(
         WebhookSecret(
             id=webhook_id,
@@ -279,7 +286,7 @@ async def list_deliveries_page(
 ) -> Response:
     pager = Pager(state.cursors, filter_fingerprint("deliveries", webhook_id, status), limit)
     after = pager.start(cursor)
-    async with state.db.reader() as conn:
+    async with reader_for(state, principal.account_id) as conn:
         if await fetch_webhook(conn, principal.account_id, webhook_id) is None:
             raise Problem(404, _NOT_FOUND)
         rows = await list_deliveries(conn, webhook_id, limit, after, status)

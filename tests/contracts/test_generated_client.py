@@ -76,9 +76,12 @@ def _module(name: str) -> Any:
 
 @pytest.mark.slow
 async def test_a_generated_client_creates_reads_lists_updates_and_deletes_a_post(
-    client_package: ModuleType, processes: Processes, make_key: MakeKey
+    client_package: ModuleType, processes: Processes, make_key: MakeKey, redis_prefix: str
 ) -> None:
-    _, base_url = await processes.start_api({"HERALD_LOG_LEVEL": "WARNING"})
+    # The default budgets, in counters of this test's own.
+    _, base_url = await processes.start_api(
+        {"HERALD_LOG_LEVEL": "WARNING", "HERALD_REDIS_KEY_PREFIX": f"{redis_prefix}client:"}
+    )
     key = await make_key()
     models = _module("models")
     create_post, get_post = _module("api.posts.create_post"), _module("api.posts.get_post")
