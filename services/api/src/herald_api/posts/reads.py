@@ -24,6 +24,7 @@ from herald_api.posts.repository import ListQuery, fetch_post, is_enriched
 from herald_api.posts.schemas import PostOut
 from herald_api.replica import has_replica
 from herald_shared.cache import CachedPost, revision
+from herald_shared.metrics import REPLICA_ROUTING
 from herald_shared.redis_client import REDIS_UNAVAILABLE
 
 _log = structlog.get_logger(__name__)
@@ -89,14 +90,22 @@ async def _read_and_fill(state: AppState, post_id: uuid.UUID) -> _LoadedPost | N
     refused as stale, a fill that could not be tried, and a post the replica does not have
     (it may be new) are read again from the primary (decision 0036)."""
     cache_usable = state.cache is not None and not state.redis_breaker.is_open
-    if has_replica(state) and cache_usable:
+    replica = has_replica(state)
+    if replica and not cache_usable:
+        REPLICA_ROUTING.labels("primary", "unchecked").inc()
+    elif replica:
         async with state.db.reader() as conn:
             row = await fetch_post(conn, post_id)
-        if row is not None:
+        if row is None:
+            REPLICA_ROUTING.labels("primary", "missing").inc()
+        else:
             entry = entry_of(row)
-            if await fill(state, post_id, entry) is True:
+            stored = await fill(state, post_id, entry)
+            if stored is True:
+                REPLICA_ROUTING.labels("replica", "version-checked").inc()
                 return _LoadedPost(entry.version, entry.status, entry.author_id, entry.body, True)
-    async with state.db.writer() if has_replica(state) else state.db.reader() as conn:
+            REPLICA_ROUTING.labels("primary", "stale" if stored is False else "unchecked").inc()
+    async with state.db.writer() if replica else state.db.reader() as conn:
         row = await fetch_post(conn, post_id)
     if row is None:
         return None
