@@ -161,6 +161,8 @@ def start_server(
         **env,
         "HERALD_API_HOST": HOST,
         "HERALD_API_PORT": str(port),
+        # The metrics are read from the files; the endpoint takes any free port.
+        "HERALD_API_METRICS_PORT": "0",
         "HERALD_API_PROCESSES": str(processes),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
