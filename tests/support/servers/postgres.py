@@ -5,8 +5,9 @@ loopback, ``wal_level=replica``) and starts ``postgres`` on a free port; the mac
 server is never touched. It can be SIGKILLed and started again on the same port and data
 directory (crash recovery, as after a power cut), paused and resumed, and stopped gracefully.
 ``create_replica()`` makes a streaming replica with ``pg_basebackup -R`` on its own port and a
-replication slot of its own, with an optional ``recovery_min_apply_delay`` for real lag. PostgreSQL refuses to run as root, so
-under root every binary runs as the ``postgres`` OS user, in directories that user owns.
+replication slot of its own, with an optional ``recovery_min_apply_delay`` for real lag.
+PostgreSQL refuses to run as root, so under root every binary runs as the ``postgres`` OS user,
+in directories that user owns.
 """
 
 from __future__ import annotations
