@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from herald_api.settings import Settings
 from herald_shared import accounts
 from herald_shared.apikeys import Role
+from herald_shared.cache import revision
 from herald_shared.migrate import upgrade
 from herald_shared.settings import DatabaseSettings, RelaySettings
 from tests.conftest import ApiKey
@@ -268,6 +269,12 @@ async def test_a_lagging_replica_never_refills_a_stale_list_page(
         f"/v1/posts/{post['id']}", json={"title": "New"}, headers=author.headers
     )
     assert patched.status_code == 200, patched.text
+    # What the cache-invalidator does with the PATCH's event (the only party that retires list
+    # pages, decision 0039): from then on the page from before the PATCH is a miss.
+    assert api.state.cache is not None
+    await api.state.cache.invalidate_with_lists(
+        uuid.UUID(post["id"]), revision(patched.json()["version"], enriched=False)
+    )
     # The reader wrote nothing: its reads may see the replica's older page (a miss), but the
     # cache never serves it.
     for _ in range(3):

@@ -28,12 +28,6 @@ OPERATIONS = {
         "",
         "200:json 503",
     ),
-    "GET /metrics": (
-        "metrics",
-        "",
-        "",
-        "200",
-    ),
     "POST /v1/posts": (
         "create_post",
         "header:Idempotency-Key?",
