@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from herald_api.replica import primary_position, remember_write, write_fence
 from herald_api.settings import Settings
 from herald_shared import accounts
 from herald_shared.apikeys import Role
@@ -197,6 +198,18 @@ async def test_reads_go_to_the_replica(api: RunningApi, replicated: Replicated) 
     await replicated.caught_up()
     listed = await api.http.get(f"/v1/posts?author={author.account_id}", headers=reader.headers)
     assert post["id"] in titles(listed)
+    # It streams through a replication slot of its own.
+    assert await replicated.pool.fetchval("SELECT bool_and(active) FROM pg_replication_slots")
+
+
+async def test_a_write_fence_only_rises(api: RunningApi, replicated: Replicated) -> None:
+    """Two writes by one account answered out of order: the later fence must not win."""
+    account = (await new_key(replicated)).account_id
+    assert await write_fence(api.state, account) is None
+    position = await primary_position(api.state)
+    await remember_write(api.state, account, position + 1000)
+    await remember_write(api.state, account, position)
+    assert await write_fence(api.state, account) == position + 1000
 
 
 async def test_a_client_reads_its_own_writes(api: RunningApi, replicated: Replicated) -> None:
