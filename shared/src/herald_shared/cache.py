@@ -189,13 +189,16 @@ class PostCache:
         ttl_seconds: int,
         tombstone_ttl_seconds: int,
         list_ttl_seconds: int = 30,
+        cluster: bool | None = None,
     ) -> None:
+        """``cluster``: whether keys of different slots may be on different nodes (by default,
+        whether ``client`` is a cluster client)."""
         self.client = client
         self.keys = keys
         self._ttl_ms = ttl_seconds * 1000
         self._list_ttl_ms = list_ttl_seconds * 1000
         self._tombstone_ms = tombstone_ttl_seconds * 1000
-        self._cluster = is_cluster(client)
+        self._cluster = is_cluster(client) if cluster is None else cluster
         self._fill = client.register_script(_FILL)
         self._invalidate_post = client.register_script(_INVALIDATE_POST)
         self._retire_lists = client.register_script(_RETIRE_LISTS)

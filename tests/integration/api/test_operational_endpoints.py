@@ -1,5 +1,6 @@
 """Operational endpoints off the public surface: ``/metrics`` only on the metrics port, and the
-API documents (``/docs``, ``/redoc``, ``/openapi.json``) only where the setting allows them."""
+API documents (``/docs``, ``/redoc``, ``/openapi.json``, ``/asyncapi.json``) only where the
+setting allows them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from herald_api.settings import ServerSettings, Settings
 from tests.support.apps import in_process_client
 from tests.support.http import assert_problem
 
-DOCUMENTS = ("/docs", "/redoc", "/openapi.json")
+DOCUMENTS = ("/docs", "/redoc", "/openapi.json", "/asyncapi.json")
 
 
 async def test_the_public_app_serves_no_metrics(client: httpx.AsyncClient) -> None:

@@ -70,7 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Outside even that: unsampled requests skip the instrumentation altogether.
         sample_at_the_edge(app, settings.telemetry.sample_ratio, plain_build=plain_build)
     app.include_router(health.router)
-    app.include_router(contracts.router)
+    if settings.server.docs_enabled:
+        # The events' document sits beside the API's, under the same switch.
+        app.include_router(contracts.router)
     app.include_router(posts.router)
     app.include_router(search.router)
     app.include_router(stats.router)

@@ -40,7 +40,8 @@ class ServerSettings(BaseSettings):
         description="/metrics of every server process, off the public port (0: any free port).",
     )
     docs_enabled: bool = Field(
-        default=True, description="Serve /docs, /redoc and /openapi.json (off in production)."
+        default=True,
+        description="Serve /docs, /redoc, /openapi.json and /asyncapi.json (off in production).",
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     graceful_shutdown_seconds: float = Field(default=10.0, ge=0)

@@ -110,10 +110,13 @@ class RateLimiter:
         window_seconds: int,
         fail_closed: bool,
         clock: Callable[[], float] = time.time,
+        cluster: bool | None = None,
     ) -> None:
+        """``cluster``: whether keys of different slots may be on different nodes (by default,
+        whether ``client`` is a cluster client)."""
         self._client = client
         self._script = client.register_script(_HIT)
-        self._cluster = is_cluster(client)
+        self._cluster = is_cluster(client) if cluster is None else cluster
         self._refund = client.register_script(_REFUND)
         self._keys = keys
         self._breaker = breaker
