@@ -176,8 +176,9 @@ async def test_pages_that_depend_on_the_viewer_are_never_shared(
 async def test_creating_a_post_makes_no_cache_call(
     client: httpx.AsyncClient, make_key: MakeKey, cache: PostCache
 ) -> None:
-    """A new post has nothing cached and list pages are the invalidator's: the POST's only
-    Redis work is its rate limit (no fence is written, no generation moved)."""
+    """A new post has nothing cached and list pages are the invalidator's: besides its rate
+    limit, the POST's only Redis work is the writer's read fence (decision 0036); no tombstone
+    is written, no generation moved."""
     key = await make_key()
     before = await cache.list_generation()
     created = await create(client, key.headers, f"t{uuid.uuid4().hex[:8]}")

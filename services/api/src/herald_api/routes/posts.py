@@ -95,8 +95,8 @@ async def _after_write(
 ) -> None:
     """Before the answer: wake the relay, invalidate, and fence the writer's later reads
     (``position``: the primary's, read after the commit). A post just created has nothing
-    cached to invalidate (list pages are the cache-invalidator's, decision 0039): no Redis
-    call for it."""
+    cached to invalidate (list pages are the cache-invalidator's, decision 0039): only the
+    fence is written for it."""
     state.events_committed()
     if created:
         await remember_write(state, principal.account_id, position)
