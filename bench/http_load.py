@@ -26,7 +26,7 @@ from bench.config import BenchConfig
 from bench.data import BenchData
 from bench.env import purge_queues
 from bench.procs import Groups, machine_busy, stolen_ticks, wait_quiet
-from bench.servers import Server, http_get, http_request, start_server
+from bench.servers import Server, http_get, http_request, start_invalidator, start_server
 from bench.wrk import WrkResult, run_wrk, script_for
 
 POST_BODY = json.dumps(
@@ -374,7 +374,17 @@ def run_http(
                     scenario = SCENARIOS[name]
                     _probe(server, scenario, ctx)
                     cell = f"{server_config.label}/{name}"
-                    runs += _measure(server, scenario, ctx, config, cell, rep)
+                    # Post events retire cached list pages in the cache-invalidator alone.
+                    invalidator = (
+                        start_invalidator(groups, env, f"{server_config.label}-inv-r{rep + 1}")
+                        if scenario.writes_per_second
+                        else None
+                    )
+                    try:
+                        runs += _measure(server, scenario, ctx, config, cell, rep)
+                    finally:
+                        if invalidator is not None:
+                            groups.stop(invalidator)
                     if cell == "herald/list_first":
                         list_cache = list_cache or list_page_cached(server, data.reader_token)
             finally:

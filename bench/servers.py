@@ -8,6 +8,7 @@ misses — without touching the application.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -17,9 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import aio_pika
 from prometheus_client.mmap_dict import MmapedDict
 
 from bench.procs import BIN, Group, Groups
+from bench.seams import queue_depth
 
 HOST = "127.0.0.1"
 READY_SECONDS = 60.0
@@ -158,6 +161,8 @@ def start_server(
         **env,
         "HERALD_API_HOST": HOST,
         "HERALD_API_PORT": str(port),
+        # The metrics are read from the files; the endpoint takes any free port.
+        "HERALD_API_METRICS_PORT": "0",
         "HERALD_API_PROCESSES": str(processes),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
@@ -177,3 +182,31 @@ def start_server(
         time.sleep(0.1)
     server.wait_all_processes()
     return server
+
+
+def start_invalidator(groups: Groups, env: Mapping[str, str], label: str) -> Group:
+    """Start ``herald-cache-invalidator`` and wait until it consumes its queue: the only
+    process that retires cached list pages (decision 0039)."""
+    group = groups.start(label, [str(BIN / "herald-cache-invalidator")], env)
+    queue = f"{env['HERALD_AMQP_NAMESPACE']}.cache-invalidator"
+    try:
+        asyncio.run(_wait_consumer(env["HERALD_AMQP_URL"], queue, group))
+    except BaseException:
+        groups.stop(group)
+        raise
+    return group
+
+
+async def _wait_consumer(amqp_url: str, queue: str, group: Group) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            depth = await queue_depth(connection, queue)
+            if depth is not None and depth.consumers > 0:
+                return
+            if time.monotonic() > deadline or not group.running():
+                raise RuntimeError(f"{queue} has no consumer:\n{group.log_tail()}")
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()

@@ -7,7 +7,10 @@ starts the worker process(es) in their own process groups, and times from the fi
 interleaved per repetition:
 
 - ``herald-inbox``: one ``bench.consumer_app`` process, the task inside the inbox transaction
-  (the event recorded as applied, in PostgreSQL), concurrency 16, prefetch 32;
+  (the event recorded as applied, in PostgreSQL), concurrency 16, prefetch 32; the deliveries
+  in flight together share a transaction, each in a savepoint (inbox batches, the default);
+  ``herald-inbox-single``: the same with one transaction per event
+  (``HERALD_CONSUMER_INBOX_BATCH_MAX=1``);
 - ``herald-idempotent``: the same, with the task registered as idempotent by construction (the
   runtime skips the inbox); ``herald-idempotent-classic``: that on a classic queue, as
   Dramatiq's (it has no quorum option; a classic queue costs the broker less per message);
@@ -65,6 +68,8 @@ class Case:
     #: Herald: the task registered as idempotent (no inbox); its queue a quorum queue.
     idempotent: bool = False
     quorum: bool = True
+    #: Herald: settings of the case's own, over the common ones.
+    settings: tuple[tuple[str, str], ...] = ()
 
     def namespace(self, run: str) -> str:
         """Herald's broker namespace: its queues cannot change their type once declared."""
@@ -73,6 +78,13 @@ class Case:
 
 CASES = (
     Case("herald-inbox", "Herald runtime, task in the inbox transaction", "herald", 1),
+    Case(
+        "herald-inbox-single",
+        "Herald runtime, inbox, one transaction per event",
+        "herald",
+        1,
+        settings=(("HERALD_CONSUMER_INBOX_BATCH_MAX", "1"),),
+    ),
     Case(
         "herald-idempotent",
         "Herald runtime, idempotent task (no inbox)",
@@ -210,6 +222,7 @@ def _run_case(
         "HERALD_CONSUMER_CONCURRENCY": str(CONCURRENCY),
         "HERALD_AMQP_QUORUM_QUEUES": "true" if case.quorum else "false",
         "HERALD_AMQP_NAMESPACE": case.namespace(env.namespace),
+        **dict(case.settings),
     }
     if case.runtime == "herald":
         namespace = case.namespace(env.namespace)
@@ -273,9 +286,10 @@ def run_workers(
             rate, used = _run_case(case, groups, env, process_env, messages, rep, peer_url)
             rates[case.name].append(rate)
             cores[case.name].append({k: round(v, 2) for k, v in used.items()})
+            per_message = used.get("workers", 0.0) / rate * 1e6
             print(
                 f"  rep {rep + 1} {case.title:<45} {rate:8,.0f} messages/s  "
-                f"CPU (cores) {cores[case.name][-1]}",
+                f"workers {per_message:,.0f} µs CPU/message  CPU (cores) {cores[case.name][-1]}",
                 flush=True,
             )
     return {

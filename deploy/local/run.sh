@@ -37,7 +37,8 @@ start cache-invalidator "$BIN/herald-cache-invalidator"
 port=${HERALD_API_PORT:-8000}
 cat >&2 <<MSG
 
-Herald is starting on http://127.0.0.1:$port (OpenAPI docs at /docs). Try it:
+Herald is starting on http://127.0.0.1:$port (OpenAPI docs at /docs; metrics at
+http://127.0.0.1:${HERALD_API_METRICS_PORT:-9100}/metrics). Try it:
 
   KEY=\$($BIN/herald keys create --account demo | tail -n 1)
   curl -s -X POST http://127.0.0.1:$port/v1/posts -H "Authorization: Bearer \$KEY" \\

@@ -62,7 +62,9 @@ class Scenario:
 
     async def breaker_open(self, name: str = "herald-api.redis") -> bool | None:
         """The API's ``herald_breaker_open`` gauge for ``name`` (None when not exported)."""
-        async with httpx.AsyncClient(base_url=self.api.health_url, timeout=5) as http:
+        async with httpx.AsyncClient(
+            base_url=self.api.metrics_url or self.api.health_url, timeout=5
+        ) as http:
             text = (await http.get("/metrics")).text
         for line in text.splitlines():
             if line.startswith("herald_breaker_open{") and f'breaker="{name}"' in line:

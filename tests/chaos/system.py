@@ -116,6 +116,8 @@ class Service:
     process: subprocess.Popen[bytes]
     log_path: Path
     health_url: str
+    #: Where /metrics answers, when not at ``health_url`` (the API's metrics port).
+    metrics_url: str | None = None
     stopped: str | None = None
     exit_code: int | None = None
 
@@ -297,7 +299,7 @@ class ChaosSystem:
         self, *, processes: int = 2, env: Mapping[str, str] | None = None
     ) -> Service:
         """``python -m herald_api`` with ``processes`` server processes on a free port."""
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         metrics = self.log_dir / f"api-metrics-{port}"
         service = self.start_module(
             "api",
@@ -306,10 +308,12 @@ class ChaosSystem:
                 "HERALD_API_PORT": str(port),
                 "HERALD_API_PROCESSES": str(processes),
                 "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+                "HERALD_API_METRICS_PORT": str(metrics_port),
                 **(env or {}),
             },
             port,
         )
+        service.metrics_url = f"http://127.0.0.1:{metrics_port}"
         await service.wait_ready()
         return service
 

@@ -3,7 +3,8 @@ real API's own ``/openapi.json`` — its examples, its coverage of each constrai
 valid and invalid requests, and stateful sequences along the document's links (create, then
 read, update, delete) — finds nothing.
 
-The API runs as a real server process with a valid key whose budgets are lifted; the run is
+The API runs as a real server process, on a database of its own (``conftest.py``), with a valid
+key whose budgets are lifted; the run is
 deterministic with a fixed example budget (``schemathesis.toml`` beside this file, which also
 holds the few exceptions a documented behaviour needs, each with its reason).
 """
@@ -16,10 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.conftest import MakeKey
-from tests.support.services import Processes
+from tests.contracts.conftest import StartContractApi
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
@@ -30,27 +31,25 @@ LIFTED = "1000000000"
 @pytest.mark.slow
 @pytest.mark.timeout(RUN_SECONDS + 60)
 async def test_schemathesis_with_all_checks_finds_no_failure(
-    processes: Processes, make_key: MakeKey, redis_prefix: str, tmp_path: Path
+    start_contract_api: StartContractApi, tmp_path: Path
 ) -> None:
-    _, base_url = await processes.start_api(
+    api = await start_contract_api(
+        "fuzz",
         {
-            # Budgets of its own: the thousands of requests spent here (anonymous ones too, from
-            # 127.0.0.1) must not exhaust the budgets of the tests that follow.
-            "HERALD_REDIS_KEY_PREFIX": f"{redis_prefix}fuzz:",
             "HERALD_RATE_LIMIT_READ_PER_WINDOW": LIFTED,
             "HERALD_RATE_LIMIT_WRITE_PER_WINDOW": LIFTED,
             # The checks of authentication send requests without the key.
             "HERALD_RATE_LIMIT_ANONYMOUS_PER_WINDOW": LIFTED,
-            "HERALD_LOG_LEVEL": "WARNING",
-        }
+        },
     )
-    key = await make_key()
+    async with httpx.AsyncClient(base_url=api.base_url) as http:
+        document = (await http.get("/openapi.json")).json()
     command = [
         str(SCHEMATHESIS),
         "--config-file",
         str(CONFIG),
         "run",
-        f"{base_url}/openapi.json",
+        f"{api.base_url}/openapi.json",
         "--checks",
         "all",
         "--workers",
@@ -61,7 +60,7 @@ async def test_schemathesis_with_all_checks_finds_no_failure(
         subprocess.run,
         command,
         cwd=tmp_path,
-        env={**os.environ, "HERALD_FUZZ_API_KEY": key.token},
+        env={**os.environ, "HERALD_FUZZ_API_KEY": api.token},
         capture_output=True,
         text=True,
         timeout=RUN_SECONDS,
@@ -69,7 +68,8 @@ async def test_schemathesis_with_all_checks_finds_no_failure(
     )
     report = finished.stdout + finished.stderr
     assert finished.returncode == 0, report[-20_000:]
-    assert "17 selected / 17 total" in report, report[-5_000:]
+    operations = sum(len(item) for item in document["paths"].values())
+    assert f"{operations} selected / {operations} total" in report, report[-5_000:]
     summary = report[report.rindex("Test Phases:") :]
     for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
         assert f"✅ {phase}" in summary, summary

@@ -22,8 +22,7 @@ import pytest
 
 from herald_api.app import create_app
 from herald_api.settings import Settings
-from tests.conftest import MakeKey
-from tests.support.services import Processes
+from tests.contracts.conftest import StartContractApi
 
 BIN = Path(sys.executable).parent
 PACKAGE = "herald_client"
@@ -76,13 +75,9 @@ def _module(name: str) -> Any:
 
 @pytest.mark.slow
 async def test_a_generated_client_creates_reads_lists_updates_and_deletes_a_post(
-    client_package: ModuleType, processes: Processes, make_key: MakeKey, redis_prefix: str
+    client_package: ModuleType, start_contract_api: StartContractApi
 ) -> None:
-    # The default budgets, in counters of this test's own.
-    _, base_url = await processes.start_api(
-        {"HERALD_LOG_LEVEL": "WARNING", "HERALD_REDIS_KEY_PREFIX": f"{redis_prefix}client:"}
-    )
-    key = await make_key()
+    api = await start_contract_api("client", {})  # the default budgets
     models = _module("models")
     create_post, get_post = _module("api.posts.create_post"), _module("api.posts.get_post")
     list_posts, update_post = _module("api.posts.list_posts"), _module("api.posts.update_post")
@@ -90,7 +85,7 @@ async def test_a_generated_client_creates_reads_lists_updates_and_deletes_a_post
     tag = f"gen-{uuid.uuid4().hex[:8]}"
 
     async with client_package.AuthenticatedClient(
-        base_url=base_url, token=key.token, raise_on_unexpected_status=True
+        base_url=api.base_url, token=api.token, raise_on_unexpected_status=True
     ) as client:
         created = await create_post.asyncio_detailed(
             client=client,

@@ -16,6 +16,8 @@ import yaml
 from tests.deploy.rendered import ROOT, check_pgbouncer_ini, parse_ini
 
 HERALD = {"api": 8000, "worker": 9101, "cache-invalidator": 9102}
+#: Where Prometheus finds each service's /metrics: the API's is off its public port.
+SCRAPED = {"api": 9100, "worker": 9101, "cache-invalidator": 9102}
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 
@@ -111,7 +113,7 @@ def test_prometheus_scrapes_every_service_with_the_rules() -> None:
             targets |= set(static["targets"])
         for dns in job.get("dns_sd_configs", []):
             targets |= {f"{name}:{dns['port']}" for name in dns["names"]}
-    assert targets == {f"{name}:{port}" for name, port in HERALD.items()}
+    assert targets == {f"{name}:{port}" for name, port in SCRAPED.items()}
     mounted = mounts(services()["prometheus"])
     assert mounted["/etc/prometheus/prometheus.yml"] == str(PROMETHEUS_CONFIG)
     assert mounted["/etc/prometheus/alerts.yml"] == str(PROMETHEUS_CONFIG.with_name("alerts.yml"))

@@ -193,6 +193,11 @@ async def test_the_service_becomes_ready_as_the_manifests_run_it(
     pod = make_pod(overlay, deployment_name, container_name, secret)
     port = free_port()
     pod.env[port_variable] = str(port)
+    # The API's /metrics is on a port of its own, off the public one.
+    metrics_port = port
+    if deployment_name == "herald-api":
+        metrics_port = free_port()
+        pod.env["HERALD_API_METRICS_PORT"] = str(metrics_port)
     scratch = tmp_path / container_name
     scratch.mkdir()
     log = tmp_path / f"{container_name}.log"
@@ -201,7 +206,13 @@ async def test_the_service_becomes_ready_as_the_manifests_run_it(
         await wait_ready(process, port, log)
         async with httpx.AsyncClient(timeout=5) as http:
             assert (await http.get(f"http://127.0.0.1:{port}/livez")).status_code == 200
-            metrics = await http.get(f"http://127.0.0.1:{port}/metrics")
+            metrics = await http.get(f"http://127.0.0.1:{metrics_port}/metrics")
+            if deployment_name == "herald-api":
+                public = f"http://127.0.0.1:{port}"
+                assert (await http.get(f"{public}/metrics")).status_code == 404
+                documents = (await http.get(f"{public}/openapi.json")).status_code
+                served = pod.env.get("HERALD_API_DOCS_ENABLED", "true") != "false"
+                assert documents == (200 if served else 404)
         assert metrics.status_code == 200
         assert "herald_" in metrics.text
         assert await healthcheck(deployment_name.removeprefix("herald-"), port_variable, port) == 0

@@ -109,7 +109,7 @@ def test_the_dockerfile_runs_these_commands() -> None:
     assert "requirements-dev.lock" not in text
     assert not re.search(r"pip install[^\n]* -e ", text), "editable installs"
     assert re.search(r"^USER 10001:10001$", runtime_stage, re.M)
-    assert re.search(r"^EXPOSE 8000 9101 9102$", runtime_stage, re.M)
+    assert re.search(r"^EXPOSE 8000 9100 9101 9102$", runtime_stage, re.M)
     assert re.search(r"^HEALTHCHECK .*CMD \[\"python\", \"/app/healthcheck.py\"\]$", text, re.M)
 
 

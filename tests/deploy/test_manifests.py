@@ -54,6 +54,8 @@ SERVICES = {
         cache_invalidator_main.HEALTH_PORT,
     ),
 }
+#: Where /metrics is scraped when not on the listening port: the API's metrics port.
+METRICS_PORTS = {"herald-api": (9100, ServerSettings().metrics_port)}
 CONSUMERS = {
     "herald-worker": worker_main.CONSUMER_NAME,
     "herald-cache-invalidator": cache_invalidator_main.CONSUMER_NAME,
@@ -153,14 +155,16 @@ def test_services_listen_where_their_probes_and_scrapers_look(overlay: str) -> N
         deployment = one(overlay, "Deployment", name)
         spec = container(deployment, container_name)
         assert port == default
-        assert [p["containerPort"] for p in spec["ports"]] == [port]
+        scraped, scraped_default = METRICS_PORTS.get(name, (port, port))
+        assert scraped == scraped_default
+        assert [p["containerPort"] for p in spec["ports"]] == sorted({port, scraped})
         port_name = spec["ports"][0]["name"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert spec[probe]["httpGet"]["port"] == port_name
         assert spec["readinessProbe"]["httpGet"]["path"] == "/readyz"
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
-        assert annotations["prometheus.io/port"] == str(port)
+        assert annotations["prometheus.io/port"] == str(scraped)
     assert config_data(overlay)["HERALD_CONSUMER_HEALTH_HOST"] == "0.0.0.0"  # noqa: S104
     assert config_data(overlay)["HERALD_API_HOST"] == "0.0.0.0"  # noqa: S104
 
@@ -271,3 +275,8 @@ def test_the_cluster_prometheus_scrapes_the_annotated_pods(tmp_path: Path) -> No
         [promtool, "check", "config", str(checked)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_serves_no_api_documents() -> None:
+    assert config_data("production")["HERALD_API_DOCS_ENABLED"] == "false"
+    assert "HERALD_API_DOCS_ENABLED" not in config_data("base")  # on by default elsewhere

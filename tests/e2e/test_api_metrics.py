@@ -1,4 +1,5 @@
-"""``/metrics`` of an API running several server processes reports all of them together."""
+"""``/metrics`` of an API running several server processes (on its metrics port) reports all
+of them together."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ async def test_metrics_add_up_over_every_server_process(
     processes: Processes, tmp_path: Path
 ) -> None:
     metrics_dir = tmp_path / "metrics"
-    _, base_url = await processes.start_api(
+    api, base_url = await processes.start_api(
         {"HERALD_API_PROCESSES": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     )
     sent = 0
@@ -47,6 +48,6 @@ async def test_metrics_add_up_over_every_server_process(
             return len(list(metrics_dir.glob("counter_*.db"))) >= 2
 
         await wait_until(both_served, seconds=30, message="one process served every request")
-        metrics = await http.get("/metrics")
+        metrics = await http.get(f"{await api.metrics_url()}/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     assert _livez_count(metrics.text) == sent

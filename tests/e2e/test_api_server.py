@@ -70,8 +70,10 @@ async def test_api_server_serves_posts_and_stops_on_sigterm(
 
         assert_problem(await http.get(url, headers=key.headers), 404)
 
-        # One process too writes its metrics where /metrics reads them.
-        metrics = (await http.get("/metrics")).text
+        # One process too writes its metrics where /metrics reads them; /metrics is on the
+        # metrics port, not the public one.
+        assert_problem(await http.get("/metrics"), 404)
+        metrics = (await http.get(f"{await api.metrics_url()}/metrics")).text
         assert requests_counted(metrics, "POST", "/v1/posts", "201") == 1
         assert requests_counted(metrics, "DELETE", "/v1/posts/{post_id}", "204") == 1
 

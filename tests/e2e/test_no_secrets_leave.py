@@ -23,6 +23,7 @@ from herald_api.settings import Settings
 from tests.conftest import MakeKey
 from tests.integration.webhooks.conftest import FAST_WORKER_ENV
 from tests.support.cli import run_herald
+from tests.support.network import free_port
 from tests.support.services import Processes
 from tests.support.waiting import wait_until
 from tests.support.webhook_receiver import Receiver, always
@@ -222,7 +223,7 @@ async def scenario(
         ("healthy", healthy.url),
         ("refusing", refusing.url),
         ("failing", failing.url),
-        ("closed", "http://127.0.0.1:9/hooks"),
+        ("closed", f"http://127.0.0.1:{free_port()}/hooks"),
     ):
         response = await calls.call(
             "POST",

@@ -148,7 +148,8 @@ async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
         print(waterfall)
 
         # Metrics moved, and parse as Prometheus text.
-        metrics = (await http.get("/metrics")).text
+        metrics_url = f"{await api.metrics_url()}/metrics"
+        metrics = (await http.get(metrics_url)).text
         families = {f.name: f for f in text_string_to_metric_families(metrics)}
         requests = families["herald_http_requests"]
         assert any(
@@ -160,7 +161,7 @@ async def test_one_post_is_one_trace_across_every_service_with_logs_and_metrics(
         get = await http.get(f"/v1/posts/{post_id}")
         assert get.status_code == 200
         after = {
-            f.name: f for f in text_string_to_metric_families((await http.get("/metrics")).text)
+            f.name: f for f in text_string_to_metric_families((await http.get(metrics_url)).text)
         }
         lookups = {s.labels["result"]: s.value for s in after["herald_cache_lookups"].samples}
         assert lookups.get("hit", 0) + lookups.get("miss", 0) >= 1

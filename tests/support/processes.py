@@ -93,12 +93,19 @@ class ServiceProcess:
         """Where the service's /livez, /readyz and /metrics listen, as its log says (it must log
         at INFO, as JSON). Read from the log, the port can be one the system chose (port 0),
         which no other process can hold."""
+        return await self._listening("health endpoint listening", seconds)
+
+    async def metrics_url(self, seconds: float = 30.0) -> str:
+        """Where the API's /metrics listens (its metrics port), as its log says."""
+        return await self._listening("metrics endpoint listening", seconds)
+
+    async def _listening(self, event: str, seconds: float) -> str:
         listening: dict[str, Any] = {}
 
         async def logged() -> bool:
             self.check_running()
             for record in self.log_lines():
-                if record.get("event") == "health endpoint listening":
+                if record.get("event") == event:
                     listening.update(record)
                     return True
             return False

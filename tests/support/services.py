@@ -51,6 +51,7 @@ class Processes:
             "HERALD_CONSUMER_RETRY_DELAYS_SECONDS": json.dumps(list(FAST_RETRY_DELAYS)),
             "HERALD_LOG_LEVEL": "INFO",
             "HERALD_CONSUMER_HEALTH_PORT": "0",
+            "HERALD_API_METRICS_PORT": "0",
             # Spans stay with the test's logs, not in the source tree's default directory.
             "HERALD_TRACE_DIR": str(self.log_dir / "traces"),
         }

@@ -23,6 +23,11 @@ HTTP_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 CACHE_LOOKUPS = Counter("herald_cache_lookups_total", "Post cache lookups.", ["result"])
+REPLICA_ROUTING = Counter(
+    "herald_db_replica_routing_total",
+    "With a read replica: reads by the server that answered and why (decision 0036).",
+    ["server", "reason"],
+)
 RATE_LIMIT_DECISIONS = Counter(
     "herald_rate_limit_decisions_total", "Rate-limit decisions.", ["bucket", "decision"]
 )

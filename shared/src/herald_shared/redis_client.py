@@ -1,4 +1,5 @@
-"""The Redis client every process shares, with deadlines and a circuit breaker around it."""
+"""The Redis client every process shares, with deadlines and a circuit breaker around it:
+one Redis node, or a Redis Cluster (``HERALD_REDIS_CLUSTER``) discovered from the URL's node."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -14,6 +16,9 @@ from redis.exceptions import MaxConnectionsError, RedisError
 
 from herald_shared.resilience import Breaker, BreakerOpenError
 from herald_shared.settings import RedisSettings
+
+#: A client of one Redis node or of a Redis Cluster: the cache and the limiter work with both.
+RedisClient = redis.Redis | RedisCluster
 
 #: Errors meaning "Redis cannot answer right now" (callers fall back on any of them).
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
@@ -60,11 +65,36 @@ def create_breaker(settings: RedisSettings, owner: str) -> Breaker:
     )
 
 
+def is_cluster(client: RedisClient) -> bool:
+    """Whether keys of different hash slots may live on different nodes (no cross-slot script)."""
+    return isinstance(client, RedisCluster)
+
+
 @asynccontextmanager
-async def create_redis(settings: RedisSettings, client_name: str) -> AsyncIterator[redis.Redis]:
-    """One long-lived client per process: a blocking pool (waits briefly instead of raising
-    "too many connections"), short socket timeouts, and no client-side retries — the breaker
-    and the callers' fallbacks decide what a failure means."""
+async def create_redis(settings: RedisSettings, client_name: str) -> AsyncIterator[RedisClient]:
+    """One long-lived client per process with short socket timeouts and no client-side retries
+    — the breaker and the callers' fallbacks decide what a failure means.
+
+    One node: a blocking pool (waits briefly instead of raising "too many connections").
+    A cluster: the URL names one node, the others are discovered from it; each node gets its
+    own pool of ``max_connections``, which raises at once when full (counted as an exhausted
+    pool, not as Redis failing). Redirections (MOVED/ASK) are followed; a lost node fails the
+    call, and the client reloads the slot map on its next call.
+    """
+    if settings.cluster:
+        cluster = RedisCluster.from_url(
+            settings.url.get_secret_value(),
+            max_connections=settings.max_connections,
+            socket_timeout=settings.socket_timeout_seconds,
+            socket_connect_timeout=settings.connect_timeout_seconds,
+            client_name=client_name,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            yield cluster
+        finally:
+            await cluster.aclose()
+        return
     pool = _Pool.from_url(
         settings.url.get_secret_value(),
         max_connections=settings.max_connections,

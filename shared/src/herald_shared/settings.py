@@ -231,6 +231,13 @@ class RedisSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HERALD_REDIS_", extra="ignore")
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    cluster: bool = Field(
+        default=False,
+        description=(
+            "The URL names one node of a Redis Cluster; the others are discovered from it "
+            "(the database number must be 0)."
+        ),
+    )
     key_prefix: str = Field(default="herald:", pattern=r"^[A-Za-z0-9:_.-]{0,64}$")
     max_connections: int = Field(default=64, ge=1)
     pool_timeout_seconds: float = Field(default=0.1, gt=0)

@@ -46,6 +46,7 @@ from herald_shared.settings import TelemetrySettings
 from herald_shared.trace_files import JsonLinesSpanExporter
 
 _configured: TracerProvider | None = None
+_enabled = False
 
 #: True while the edge runs a request it decided to trace (see ``EdgeRatioSampler``). A plain
 #: context variable, not an OpenTelemetry context key: the server instrumentation replaces the
@@ -97,6 +98,11 @@ def _exporter(service: str, settings: TelemetrySettings) -> SpanExporter:
     return JsonLinesSpanExporter(settings.dir, service)
 
 
+def tracing_enabled() -> bool:
+    """Whether this process records spans (``configure_tracing`` ran with tracing on)."""
+    return _enabled
+
+
 def configure_tracing(service: str, settings: TelemetrySettings) -> TracerProvider:
     """Install the process's tracer provider and the library instrumentations (once)."""
     global _configured
@@ -119,6 +125,8 @@ def configure_tracing(service: str, settings: TelemetrySettings) -> TracerProvid
             BatchSpanProcessor(_exporter(service, settings), schedule_delay_millis=500)
         )
     trace.set_tracer_provider(provider)
+    global _enabled
+    _enabled = settings.enabled
     if settings.enabled:
         # Off, they would wrap every query, command and publish to make spans nobody records.
         AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]

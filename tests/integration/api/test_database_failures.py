@@ -108,3 +108,19 @@ async def test_too_many_connections_answers_503_and_readyz_503(
     async with running_api(_on(settings, own_dsn, pool_min_size=0)) as api:
         assert_unavailable(await api.http.get("/v1/posts", headers=headers))
         assert_unready(await api.http.get("/readyz"))
+
+
+async def test_a_pool_acquire_timeout_answers_503(settings: Settings, own_dsn: str) -> None:
+    headers = await _key(own_dsn)
+    config = _on(settings, own_dsn)
+    config = replace(config, db=config.db.model_copy(update={"acquire_timeout_seconds": 0.2}))
+    async with running_api(config) as api:
+        pool = api.state.db.primary
+        held = [await pool.acquire() for _ in range(pool.get_max_size())]
+        try:
+            assert_unavailable(await api.http.get("/v1/posts", headers=headers))
+            assert_unready(await api.http.get("/readyz"))
+        finally:
+            for conn in held:
+                await pool.release(conn)
+        assert (await api.http.get("/v1/posts", headers=headers)).status_code == 200

@@ -193,7 +193,7 @@ async def test_no_read_starting_after_an_invalidation_returns_an_older_version(
     """Readers and writers hammer three posts while the real invalidator runs.
 
     "The invalidation of version v completed" is observed, not assumed: a poller per post reads
-    the post's tombstone (``post:{id}:inv``, which the invalidation script sets atomically with
+    the post's tombstone (``{post:<id>}:inv``, which the invalidation script sets atomically with
     deleting the entry) in a tight loop and notes the time it first saw each value. A read is
     checked against the invalidations seen *before it started*: every such check is sound (the
     invalidation really had completed), and reads that started between an invalidation and

@@ -21,11 +21,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from herald_api.replica import primary_position, remember_write, write_fence
 from herald_api.settings import Settings
 from herald_shared import accounts
 from herald_shared.apikeys import Role
+from herald_shared.cache import revision
 from herald_shared.migrate import upgrade
 from herald_shared.settings import DatabaseSettings, RelaySettings
 from tests.conftest import ApiKey
@@ -171,6 +174,12 @@ async def on_replica_title(replicated: Replicated, post_id: str) -> str | None:
     return title
 
 
+def routed(server: str, reason: str) -> float:
+    """How many reads ``herald_db_replica_routing_total`` counted for ``server`` and ``reason``."""
+    labels = {"server": server, "reason": reason}
+    return REGISTRY.get_sample_value("herald_db_replica_routing_total", labels) or 0.0
+
+
 def titles(page: httpx.Response) -> dict[str, str]:
     assert page.status_code == 200, page.text
     return {item["id"]: item["title"] for item in page.json()["items"]}
@@ -180,13 +189,27 @@ async def test_reads_go_to_the_replica(api: RunningApi, replicated: Replicated) 
     author, reader = await new_key(replicated), await new_key(replicated)
     tag = f"r{uuid.uuid4().hex[:8]}"
     post = await create_published(api.http, author, tags=[tag])
+    behind = routed("replica", "behind-page")
     listed = await api.http.get(f"/v1/posts?author={author.account_id}", headers=reader.headers)
-    # Only the replica lacks the post yet: the reader's list came from it.
+    # Only the replica lacks the post yet: the reader's list came from it (and was not cached).
     assert post["id"] not in titles(listed)
+    assert routed("replica", "behind-page") == behind + 1
     assert await on_replica_title(replicated, post["id"]) is None
     await replicated.caught_up()
     listed = await api.http.get(f"/v1/posts?author={author.account_id}", headers=reader.headers)
     assert post["id"] in titles(listed)
+    # It streams through a replication slot of its own.
+    assert await replicated.pool.fetchval("SELECT bool_and(active) FROM pg_replication_slots")
+
+
+async def test_a_write_fence_only_rises(api: RunningApi, replicated: Replicated) -> None:
+    """Two writes by one account answered out of order: the later fence must not win."""
+    account = (await new_key(replicated)).account_id
+    assert await write_fence(api.state, account) is None
+    position = await primary_position(api.state)
+    await remember_write(api.state, account, position + 1000)
+    await remember_write(api.state, account, position)
+    assert await write_fence(api.state, account) == position + 1000
 
 
 async def test_a_client_reads_its_own_writes(api: RunningApi, replicated: Replicated) -> None:
@@ -200,14 +223,16 @@ async def test_a_client_reads_its_own_writes(api: RunningApi, replicated: Replic
 
     patched = await api.http.patch(url, json={"title": "Second"}, headers=author.headers)
     assert patched.status_code == 200, patched.text
+    behind_fence = routed("primary", "behind-fence")
     read = await api.http.get(url, headers=author.headers)
     assert (read.json()["title"], read.headers["ETag"]) == ("Second", '"2"')
     mine = await api.http.get(f"/v1/posts?author={author.account_id}", headers=author.headers)
     assert titles(mine) == {post["id"]: "Second"}
     published = await api.http.get(f"/v1/posts?tag={tag}&status=published", headers=author.headers)
     assert titles(published) == {post["id"]: "Second"}
-    searched = await api.http.get(f"/v1/posts?tag={tag}", headers=author.headers)
-    assert titles(searched) == {post["id"]: "Second"}
+    tagged = await api.http.get(f"/v1/posts?tag={tag}", headers=author.headers)
+    assert titles(tagged) == {post["id"]: "Second"}
+    assert routed("primary", "behind-fence") == behind_fence + 3
     # All of that within the lag: the replica had not even the post yet.
     assert await on_replica_title(replicated, post["id"]) is None
 
@@ -225,8 +250,11 @@ async def test_a_read_after_an_invalidation_never_returns_an_older_version(
     # The write's invalidation has completed when the PATCH answers.
     patched = await api.http.patch(url, json={"title": "New"}, headers=author.headers)
     assert patched.status_code == 200, patched.text
+    stale = routed("primary", "stale")
     read = await api.http.get(url, headers=reader.headers)
     assert (read.json()["title"], read.headers["ETag"]) == ("New", '"2"')
+    # The replica's version 1 was refused by the version check and read again from the primary.
+    assert routed("primary", "stale") == stale + 1
     again = await api.http.get(url, headers=reader.headers)
     assert (again.json()["title"], again.headers["X-Cache"]) == ("New", "hit")
     assert await on_replica_title(replicated, post["id"]) == "Old"
@@ -254,6 +282,12 @@ async def test_a_lagging_replica_never_refills_a_stale_list_page(
         f"/v1/posts/{post['id']}", json={"title": "New"}, headers=author.headers
     )
     assert patched.status_code == 200, patched.text
+    # What the cache-invalidator does with the PATCH's event (the only party that retires list
+    # pages, decision 0039): from then on the page from before the PATCH is a miss.
+    assert api.state.cache is not None
+    await api.state.cache.invalidate_with_lists(
+        uuid.UUID(post["id"]), revision(patched.json()["version"], enriched=False)
+    )
     # The reader wrote nothing: its reads may see the replica's older page (a miss), but the
     # cache never serves it.
     for _ in range(3):

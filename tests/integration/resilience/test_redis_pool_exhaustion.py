@@ -5,6 +5,7 @@ reads never opens it and sends every read to PostgreSQL."""
 from __future__ import annotations
 
 import pytest
+import redis.asyncio as redis
 
 from herald_shared.redis_client import REDIS_ERRORS, create_breaker, create_redis
 from herald_shared.resilience import Breaker
@@ -22,6 +23,7 @@ async def test_an_exhausted_pool_falls_back_without_opening_the_breaker(redis_pr
     )
     breaker: Breaker = create_breaker(settings, "test")
     async with create_redis(settings, "test-pool-exhaustion") as client:
+        assert isinstance(client, redis.Redis)
         held = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             for _ in range(3):

@@ -4,9 +4,10 @@
 loopback, ``wal_level=replica``) and starts ``postgres`` on a free port; the machine's shared
 server is never touched. It can be SIGKILLed and started again on the same port and data
 directory (crash recovery, as after a power cut), paused and resumed, and stopped gracefully.
-``create_replica()`` makes a streaming replica with ``pg_basebackup -R`` on its own port, with
-an optional ``recovery_min_apply_delay`` for real lag. PostgreSQL refuses to run as root, so
-under root every binary runs as the ``postgres`` OS user, in directories that user owns.
+``create_replica()`` makes a streaming replica with ``pg_basebackup -R`` on its own port and a
+replication slot of its own, with an optional ``recovery_min_apply_delay`` for real lag.
+PostgreSQL refuses to run as root, so under root every binary runs as the ``postgres`` OS user,
+in directories that user owns.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -249,6 +251,10 @@ class PrivatePostgres:
                     "-R",
                     "-X",
                     "stream",
+                    # A slot of its own: the primary keeps the WAL the replica has not received,
+                    # however far behind it falls (pg_basebackup writes primary_slot_name).
+                    "--create-slot",
+                    f"--slot=herald_replica_{uuid.uuid4().hex[:8]}",
                     "--checkpoint=fast",
                     "--no-sync",
                 ],

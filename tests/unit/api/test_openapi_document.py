@@ -60,6 +60,16 @@ def test_every_v1_operation_declares_the_problems_any_request_can_meet(
                 assert response["content"] == PROBLEM, (name, status)
 
 
+def test_only_operations_that_can_answer_400_declare_it(document: dict[str, Any]) -> None:
+    # A 400 comes from a malformed body, cursor, precondition header, Idempotency-Key or query.
+    sources = {"If-Match", "If-None-Match", "Idempotency-Key", "cursor", "q"}
+    for name, operation in v1_operations(document):
+        can = "requestBody" in operation or any(
+            parameter["name"] in sources for parameter in operation.get("parameters", [])
+        )
+        assert ("400" in operation["responses"]) == can, name
+
+
 def _required_headers(response: dict[str, Any]) -> set[str]:
     return {name for name, header in response.get("headers", {}).items() if header["required"]}
 

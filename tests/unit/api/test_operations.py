@@ -28,12 +28,6 @@ OPERATIONS = {
         "",
         "200:json 503",
     ),
-    "GET /metrics": (
-        "metrics",
-        "",
-        "",
-        "200",
-    ),
     "POST /v1/posts": (
         "create_post",
         "header:Idempotency-Key?",
@@ -97,8 +91,7 @@ OPERATIONS = {
         "get_webhook",
         "path:webhook_id",
         "",
-        "200:json 400:problem 401:problem 404:problem 413:problem 422:problem "
-        "429:problem 503:problem",
+        "200:json 401:problem 404:problem 413:problem 422:problem 429:problem 503:problem",
     ),
     "PATCH /v1/webhooks/{webhook_id}": (
         "update_webhook",
@@ -111,14 +104,13 @@ OPERATIONS = {
         "delete_webhook",
         "path:webhook_id",
         "",
-        "204 400:problem 401:problem 404:problem 413:problem 422:problem 429:problem 503:problem",
+        "204 401:problem 404:problem 413:problem 422:problem 429:problem 503:problem",
     ),
     "POST /v1/webhooks/{webhook_id}/rotate-secret": (
         "rotate_webhook_secret",
         "path:webhook_id",
         "",
-        "200:json 400:problem 401:problem 404:problem 413:problem 422:problem "
-        "429:problem 503:problem",
+        "200:json 401:problem 404:problem 413:problem 422:problem 429:problem 503:problem",
     ),
     "GET /v1/webhooks/{webhook_id}/deliveries": (
         "list_webhook_deliveries",

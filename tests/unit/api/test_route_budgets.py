@@ -54,7 +54,7 @@ def test_every_v1_route_spends_exactly_the_budget_of_its_method() -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    cache_key: str | None = None
+    cache_keys: tuple[str, ...] = ()
 
 
 async def _plan() -> _Plan:

@@ -44,8 +44,8 @@ def test_a_malformed_entry_decodes_to_none(raw: bytes) -> None:
 def test_keys_share_the_prefix_and_the_post_id() -> None:
     keys = CacheKeys("run:1:")
     post_id = uuid.uuid4()
-    assert keys.post(post_id) == f"run:1:post:{post_id}"
-    assert keys.post_invalidated(post_id) == f"run:1:post:{post_id}:inv"
+    assert keys.post(post_id) == f"run:1:{{post:{post_id}}}"
+    assert keys.post_invalidated(post_id) == f"run:1:{{post:{post_id}}}:inv"
     assert keys.list_generation() == "run:1:{lists}:gen"
     assert keys.list_page("abc") == "run:1:{lists}:page:abc"
-    assert keys.rate_limit("key:abc:r") == "run:1:rl:key:abc:r"
+    assert keys.rate_limit("key:abc:r", 7) == "run:1:{rl:key:abc:r}:7"

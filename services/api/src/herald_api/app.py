@@ -18,7 +18,7 @@ from herald_api.http.problems import install_problem_handlers
 from herald_api.http.request_context import RequestContextMiddleware
 from herald_api.http.unavailable import install_unavailable_handlers
 from herald_api.lifespan import create_lifespan
-from herald_api.routes import contracts, health, metrics, posts, search, stats, webhooks
+from herald_api.routes import contracts, health, posts, search, stats, webhooks
 from herald_api.settings import Settings
 from herald_shared.logs import configure_logging
 from herald_shared.telemetry import configure_tracing
@@ -47,6 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Prometheus; FastAPI's own telemetry would wrap every request and dependency again.
         telemetry=NATIVE_TELEMETRY_OFF,
         generate_unique_id_function=operation_id,
+        # Off in production: the document and its viewers are for developers.
+        openapi_url="/openapi.json" if settings.server.docs_enabled else None,
+        docs_url="/docs" if settings.server.docs_enabled else None,
+        redoc_url="/redoc" if settings.server.docs_enabled else None,
     )
     install_problem_handlers(app)
     install_unavailable_handlers(app)
@@ -66,8 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Outside even that: unsampled requests skip the instrumentation altogether.
         sample_at_the_edge(app, settings.telemetry.sample_ratio, plain_build=plain_build)
     app.include_router(health.router)
-    app.include_router(contracts.router)
-    app.include_router(metrics.router)
+    if settings.server.docs_enabled:
+        # The events' document sits beside the API's, under the same switch.
+        app.include_router(contracts.router)
     app.include_router(posts.router)
     app.include_router(search.router)
     app.include_router(stats.router)

@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Request
 from herald_api.access.keys import KeyCache, KeyDirectory
 from herald_api.access.ratelimit import RateLimiter
 from herald_api.access.unknown_keys import UnknownKeys
+from herald_api.metrics_endpoint import pool_gauges
 from herald_api.paging.cursors import CursorCodec
 from herald_api.posts.single_flight import SingleFlight
 from herald_api.settings import Settings
@@ -63,6 +64,7 @@ def create_lifespan(
             db = await stack.enter_async_context(
                 create_database(settings.db, application_name="herald-api")
             )
+            await stack.enter_async_context(running(pool_gauges(db), name="pool-gauges", grace=1.0))
             redis = await stack.enter_async_context(create_redis(settings.redis, "herald-api"))
             breaker = create_breaker(settings.redis, "herald-api")
             keys = CacheKeys(settings.redis.key_prefix)

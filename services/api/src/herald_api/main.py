@@ -1,9 +1,10 @@
 """The ``herald-api`` command (``python -m herald_api`` too): serve the API with uvicorn.
 
 This module imports nothing that imports ``prometheus_client``: the metrics directory must be in
-the environment before any server process creates a metric, so that ``/metrics`` on any process
-reports every process of the API. The app itself is built by ``herald_api.app`` in each server
-process.
+the environment before any server process creates a metric, so that ``/metrics`` reports every
+process of the API. ``/metrics`` is served by this process on a port of its own
+(``herald_api.metrics_endpoint``), not by the app. The app itself is built by ``herald_api.app``
+in each server process.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def main() -> None:
     # uvicorn drains, then re-raises the signal it caught under the handler that was there
     # before it started: make that handler a clean exit, so a graceful stop exits 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    # Imported only now: the metrics directory is in the environment.
+    from herald_api.metrics_endpoint import serve_metrics
+
+    serve_metrics(server.metrics_host or server.host, server.metrics_port)
     uvicorn.run(
         APP_FACTORY,
         factory=True,

@@ -30,6 +30,7 @@ import structlog
 
 from herald_api.lifespan import AppState
 from herald_shared.db import UNAVAILABLE_ERRORS, Connection
+from herald_shared.metrics import REPLICA_ROUTING
 from herald_shared.redis_client import REDIS_UNAVAILABLE
 
 _log = structlog.get_logger(__name__)
@@ -157,10 +158,12 @@ async def reading(
             yield Reading(conn, current=True, replica=False)
         return
     if isinstance(fence, _Unknown):
+        REPLICA_ROUTING.labels("primary", "fence-unknown").inc()
         async with state.db.writer() as conn:
             yield Reading(conn, current=True, replica=False)
         return
     if fence is None and current_at is None:
+        REPLICA_ROUTING.labels("replica", "unfenced").inc()
         async with state.db.reader() as conn:
             yield Reading(conn, current=True, replica=True)
         return
@@ -170,8 +173,10 @@ async def reading(
         replayed: int | None = await conn.fetchval(_REPLAYED)
         if replayed is None or fence is None or replayed >= fence:
             current = replayed is None or current_at is None or replayed >= current_at
+            REPLICA_ROUTING.labels("replica", "caught-up" if current else "behind-page").inc()
             yield Reading(conn, current=current, replica=True)
             return
+    REPLICA_ROUTING.labels("primary", "behind-fence").inc()
     async with state.db.writer() as conn:
         yield Reading(conn, current=True, replica=False)
 

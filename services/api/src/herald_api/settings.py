@@ -30,6 +30,19 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     processes: int = Field(default=1, ge=1, description="Server worker processes.")
+    metrics_host: str | None = Field(
+        default=None, description="Where /metrics listens; the API's host when unset."
+    )
+    metrics_port: int = Field(
+        default=9100,
+        ge=0,
+        le=65535,
+        description="/metrics of every server process, off the public port (0: any free port).",
+    )
+    docs_enabled: bool = Field(
+        default=True,
+        description="Serve /docs, /redoc, /openapi.json and /asyncapi.json (off in production).",
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     graceful_shutdown_seconds: float = Field(default=10.0, ge=0)
     auth_cache_ttl_seconds: float = Field(

@@ -1,7 +1,9 @@
 """Post events → cache invalidations.
 
 Every post event (created, updated, deleted, enriched) drops the post's entry, records its
-version so that older fills are refused, and retires the cached list pages. Invalidations are
+version so that older fills are refused, and retires the cached list pages (one new list
+generation; this is the only place that retires them, see
+docs/decisions/0039-list-page-generations.md). Invalidations are
 idempotent by construction, so no inbox is needed. When Redis cannot be reached the event is not
 acknowledged as done: an open breaker reschedules it and pauses intake, a failed call is retried.
 """
@@ -33,7 +35,7 @@ POST_EVENTS: tuple[type[EventData], ...] = (PostCreated, PostUpdated, PostDelete
 async def invalidate_post(event: Event[EventData], *, cache: PostCache, breaker: Breaker) -> None:
     try:
         async with breaker.guard():
-            await cache.invalidate(
+            await cache.invalidate_with_lists(
                 event.aggregate_id, revision_for_event(event.type, event.aggregate_version)
             )
     except BreakerOpenError as exc:

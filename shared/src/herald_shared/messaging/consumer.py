@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -65,21 +66,23 @@ from herald_shared.messaging.failures import (
 from herald_shared.messaging.handlers import HandlerTable, event_of
 from herald_shared.messaging.headers import attempts_of
 from herald_shared.messaging.intake import HeldTooLongError, Intake, Ticket
+from herald_shared.messaging.labels import ConsumerMetrics
 from herald_shared.messaging.publisher import UnroutableError
 from herald_shared.messaging.settlement import Settlement
 from herald_shared.messaging.topology import ConsumerQueues, consumer_queues, declare_consumer
 from herald_shared.metrics import (
-    CONSUMED,
     DB_POOL_IN_USE,
     DB_POOL_SIZE,
-    HANDLER_SECONDS,
     QUEUE_DEPTH,
     UNHANDLED_MESSAGES,
 )
 from herald_shared.settings import AmqpSettings, ConsumerSettings
+from herald_shared.telemetry import tracing_enabled
 
 _log = structlog.get_logger(__name__)
+_std_log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
+
 
 #: The longest a metrics scrape waits for the broker's queue depths (it keeps the last ones).
 METRICS_DEADLINE_SECONDS = 2.0
@@ -127,6 +130,7 @@ class Consumer:
         # Done deliveries held behind one still in flight: a quarter of the prefetch, so the
         # broker keeps sending while a slow handler runs.
         self._acks = Acks(max_held=max(1, settings.prefetch // 4))
+        self._metrics = ConsumerMetrics(name, self.queues.main)
         # Strong references: aio-pika restores consumers through weak ones.
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -304,21 +308,24 @@ class Consumer:
             await self._settle(message, DeadLetter(UNDECODABLE, attempt), exc)
             return
         event = event_of(envelope, payload, attempt)
-        log = _log.bind(consumer=self.name, event_id=str(event.id), event_type=event.type)
-        with (
-            structlog.contextvars.bound_contextvars(event_id=str(event.id)),
+        event_id = str(event.id)
+        # Tracing off, a message opens no span at all (not even a non-recording one).
+        span_scope = (
             _tracer.start_as_current_span(
                 f"handle {event.type}",
                 attributes={
                     "herald.consumer": self.name,
                     "herald.event_type": event.type,
-                    "herald.event_id": str(event.id),
+                    "herald.event_id": event_id,
                     "herald.aggregate_id": str(event.aggregate_id),
                     "herald.attempt": attempt,
                     "messaging.destination.name": self.queues.main,
                 },
-            ) as span,
-        ):
+            )
+            if tracing_enabled()
+            else contextlib.nullcontext(trace.INVALID_SPAN)
+        )
+        with structlog.contextvars.bound_contextvars(event_id=event_id), span_scope as span:
             started = time.perf_counter()
             error: Exception | None = None
             try:
@@ -326,21 +333,27 @@ class Consumer:
             except Exception as exc:
                 error = exc
             finally:
-                HANDLER_SECONDS.labels(self.name, event.type).observe(time.perf_counter() - started)
+                self._metrics.handler_seconds(event.type).observe(time.perf_counter() - started)
             decision = decide(error, attempt=attempt, settings=self._settings)
-            _log_decision(log, decision, error)
+            if error is not None:
+                log = _log.bind(consumer=self.name, event_id=event_id, event_type=event.type)
+                _log_decision(log, decision, error)
             if isinstance(decision, Defer):
                 self._intake.deferred(ticket, decision.pause_seconds)
             else:
                 self._intake.done(ticket)
             await self._settle(message, decision, error)
             span.set_attribute("herald.outcome", decision.outcome)
-            log.info(
-                "event handled",
-                outcome=decision.outcome,
-                attempt=attempt,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            if _std_log.isEnabledFor(logging.INFO):
+                _log.info(
+                    "event handled",
+                    consumer=self.name,
+                    event_id=event_id,
+                    event_type=event.type,
+                    outcome=decision.outcome,
+                    attempt=attempt,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
             if decision.outcome != "ok":
                 span.set_status(Status(StatusCode.ERROR, decision.outcome))
 
@@ -365,7 +378,7 @@ class Consumer:
     ) -> None:
         assert self._settlement is not None
         await self._settlement.settle(message, decision, error)
-        CONSUMED.labels(self.queues.main, decision.outcome).inc()
+        self._metrics.consumed(decision.outcome).inc()
 
 
 def _log_decision(

@@ -60,6 +60,7 @@ class Dispatcher:
             InboxBatcher(
                 consumer,
                 max_batch=settings.inbox_batch_max,
+                runners=max(1, settings.concurrency // settings.inbox_batch_max),
                 window=settings.inbox_batch_window_seconds,
                 with_connection=self._with_connection,
                 run_steps=self._steps_in_time,

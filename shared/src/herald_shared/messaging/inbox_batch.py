@@ -20,6 +20,10 @@ or, when the first failed and was rolled back, is applied. Nothing is reported d
 batch's ``COMMIT``; if the transaction itself breaks (the connection, the commit), every event
 of the batch is reported failed with that error and goes the usual retry way.
 
+At most ``runners`` batches run at once (the handlers in flight divided by the batch size):
+deliveries that arrive while they are all busy wait for the next free one, so batches grow with
+the load, and a delivery that finds one free starts at once, in a batch of its own.
+
 A batch runs its events one after another on its connection, so it is only worth it for
 handlers that are quick: once a batch has run for ``window`` seconds, the events it has not
 started are handed to batches of their own, on other connections (so batching delays no
@@ -81,6 +85,7 @@ class InboxBatcher:
         consumer: str,
         *,
         max_batch: int,
+        runners: int,
         window: float,
         with_connection: WithConnection,
         run_steps: RunSteps,
@@ -89,6 +94,9 @@ class InboxBatcher:
     ) -> None:
         self._consumer = consumer
         self._max_batch = max_batch
+        self._runners = runners
+        self._running = 0
+        self._overflow: asyncio.TimerHandle | None = None
         self._window = window
         self._with_connection = with_connection
         self._run_steps = run_steps
@@ -117,17 +125,46 @@ class InboxBatcher:
 
     def _start(self) -> None:
         self._scheduled = False
-        pending, self._pending = self._pending, []
-        size = self._max_batch if self._cost <= self._window else 1
-        for first in range(0, len(pending), size):
-            self._launch(pending[first : first + size])
+        if self._cost > self._window:
+            # Slow handlers: every event alone, side by side, as without batching.
+            pending, self._pending = self._pending, []
+            for item in pending:
+                self._launch([item], counted=False)
+            return
+        # Group commit: at most ``runners`` batches at once; what arrives meanwhile waits for
+        # the next free one, so batches grow with the load and a lone event starts at once.
+        while self._pending and self._running < self._runners:
+            batch, self._pending = (
+                self._pending[: self._max_batch],
+                self._pending[self._max_batch :],
+            )
+            self._launch(batch, counted=True)
+        if self._pending and self._overflow is None:
+            # A runner held up by a slow event must not hold the rest up longer than the window.
+            self._overflow = asyncio.get_running_loop().call_later(self._window, self._spill)
 
-    def _launch(self, batch: list[_Item]) -> None:
+    def _spill(self) -> None:
+        """Start what has waited a whole window for a runner, beside the busy ones."""
+        self._overflow = None
+        pending, self._pending = self._pending, []
+        for first in range(0, len(pending), self._max_batch):
+            self._launch(pending[first : first + self._max_batch], counted=False)
+
+    def _launch(self, batch: list[_Item], *, counted: bool) -> None:
         task = asyncio.get_running_loop().create_task(self._run_batch(batch))
         for item in batch:
             item.batch = task
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
+        if counted:
+            self._running += 1
+            task.add_done_callback(self._runner_done)
+
+    def _runner_done(self, _: asyncio.Task[None]) -> None:
+        self._running -= 1
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
 
     async def _run_batch(self, batch: list[_Item]) -> None:
         applied: list[_Item] = []
@@ -162,7 +199,7 @@ class InboxBatcher:
         def hand_off() -> None:
             # Slow handlers: the events not started go on other connections, each alone.
             for rest in batch[started:]:
-                self._launch([rest])
+                self._launch([rest], counted=False)
             del batch[started:]
 
         timer = None if alone else loop.call_later(self._window, hand_off)

@@ -4,7 +4,7 @@ A ``/v1`` route takes its principal from exactly one of:
 
 - ``ReadPrincipal``: authenticates, then spends one request of the key's read budget;
 - ``WritePrincipal``: the same with the write budget;
-- ``read_through_cache(plan)``: a read that also fetches the cache entry its plan names, in the
+- ``read_through_cache(plan)``: a read that also fetches the cache keys its plan names, in the
   same Redis round trip as the budget (a ``CachedRead``).
 
 A request without valid credentials spends the client IP's anonymous budget instead, so guessing
@@ -114,7 +114,7 @@ def _apply(request: Request, result: LimitResult, bucket: str) -> None:
 
 
 async def _hit(
-    state: AppState, subject: str, limit: int, also_get: str | None = None
+    state: AppState, subject: str, limit: int, also_get: tuple[str, ...] = ()
 ) -> LimitResult | None:
     """Count one request of ``subject``; None when rate limiting is off."""
     if state.limiter is None:
@@ -134,7 +134,7 @@ async def _spend(
     limit: int,
     *,
     bucket: str,
-    also_get: str | None = None,
+    also_get: tuple[str, ...] = (),
 ) -> LimitResult | None:
     """Spend one request of ``subject``'s budget; None when rate limiting is off."""
     result = await _hit(state, subject, limit, also_get)
@@ -148,7 +148,7 @@ async def _spend_budget(
     state: AppState,
     principal: Principal,
     budget: Budget,
-    also_get: str | None = None,
+    also_get: tuple[str, ...] = (),
 ) -> LimitResult | None:
     limit = budget.limit(principal, state.settings.rate_limit)
     subject = budget.subject(principal)
@@ -170,7 +170,7 @@ class _Anonymous:
         self._result: LimitResult | None = None
         self._spent = False
 
-    async def spend(self, also_get: str | None = None) -> LimitResult | None:
+    async def spend(self, also_get: tuple[str, ...] = ()) -> LimitResult | None:
         """Spend one request before a key is looked up; 429 (with headers) when over."""
         limit = self._state.settings.rate_limit.anonymous_per_window
         self._result = await _hit(self._state, _anonymous_subject(self._request), limit, also_get)
@@ -208,10 +208,10 @@ async def _look_up(state: AppState, credentials: Credentials, anonymous: _Anonym
     that proves valid gives the IP its request back: only failures wear the IP's budget down."""
     unknown = state.unknown_keys
     remembered_key = unknown.key_for(credentials.token) if unknown is not None else None
-    spent = await anonymous.spend(also_get=remembered_key)
+    spent = await anonymous.spend(also_get=(remembered_key,) if remembered_key else ())
     if unknown is not None:
         reason = (
-            unknown.reason_of(spent.value)
+            unknown.reason_of(spent.values[0] if spent.values else None)
             if spent is not None
             else await unknown.reason(credentials.token)
         )
@@ -292,10 +292,11 @@ WritePrincipal = Annotated[Principal, Depends(write_principal)]
 
 
 class CachePlan(Protocol):
-    """What a cached read is going to serve; ``cache_key`` is None when it cannot be cached."""
+    """What a cached read is going to serve: the keys to fetch (of one hash slot), none when
+    it cannot be cached."""
 
     @property
-    def cache_key(self) -> str | None: ...
+    def cache_keys(self) -> tuple[str, ...]: ...
 
 
 P = TypeVar("P", bound=CachePlan)
@@ -308,21 +309,27 @@ class CachedRead(Generic[P]):
 
     principal: Principal
     plan: P
-    #: The value cached under ``plan.cache_key``: None on a miss, or when there is no key.
-    cached: bytes | None
+    #: The values under ``plan.cache_keys`` (None for an absent key); all None, or empty when
+    #: there are no keys, when Redis could not be asked.
+    values: tuple[bytes | None, ...]
     state: AppState
 
+    @property
+    def cached(self) -> bytes | None:
+        """The value under the plan's first key."""
+        return self.values[0] if self.values else None
 
-async def _get_cached(state: AppState, key: str) -> bytes | None:
-    """A plain cache GET, for when rate limiting (whose script fetches the key) is off."""
-    if state.cache is None:
-        return None
+
+async def _get_cached(state: AppState, keys: tuple[str, ...]) -> tuple[bytes | None, ...]:
+    """A plain cache MGET, for when rate limiting (whose script fetches the keys) is off."""
+    if state.cache is None or not keys:
+        return ()
     try:
         async with state.redis_breaker.guard():
-            raw = await state.cache.client.get(key)
+            raw = await state.cache.client.mget(keys)
     except REDIS_UNAVAILABLE:
-        return None
-    return raw if isinstance(raw, bytes) else None
+        return ()
+    return tuple(value if isinstance(value, bytes) else None for value in raw)
 
 
 def read_through_cache(
@@ -330,19 +337,16 @@ def read_through_cache(
 ) -> Callable[..., Awaitable[CachedRead[P]]]:
     """A dependency for a cached read: authenticates, runs ``plan`` (itself a dependency, which
     may take path and query parameters and ``Authenticated``), then spends the read budget and
-    fetches ``plan.cache_key`` in one Redis round trip. Redis failing is a miss, never an error.
+    fetches ``plan.cache_keys`` in one Redis round trip. Redis failing is a miss, never an error.
     """
 
     async def read(
         request: Request, principal: Authenticated, planned: Annotated[P, Depends(plan)]
     ) -> CachedRead[P]:
         state = await get_state(request)
-        key = planned.cache_key
-        spent = await _spend_budget(request, state, principal, Budget.READ, also_get=key)
-        if spent is not None:
-            cached = spent.value
-        else:
-            cached = await _get_cached(state, key) if key is not None else None
-        return CachedRead(principal, planned, cached, state)
+        keys = planned.cache_keys
+        spent = await _spend_budget(request, state, principal, Budget.READ, also_get=keys)
+        values = spent.values if spent is not None else await _get_cached(state, keys)
+        return CachedRead(principal, planned, values, state)
 
     return _spends(Budget.READ)(read)

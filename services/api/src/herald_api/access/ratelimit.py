@@ -7,29 +7,32 @@ estimates can be off by at most the previous window's count times the unevenness
 — exact for a fresh subject, and within a few percent for steady traffic. See
 docs/decisions/0004-rate-limit-algorithm.md.
 
-The same script can also GET one more key (the cached post): a cached read costs one Redis
-round trip in total, rate limit included.
+The same script can also fetch the keys of a cached read (the post's entry; a list page and
+its generation): a cached read costs one Redis round trip in total, rate limit included. On a
+Redis Cluster those keys are in another slot than the counters, so the two commands are sent at
+once instead (one round trip of waiting, two requests; docs/decisions/0040-redis-cluster.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis.asyncio as redis
 import structlog
 
 from herald_shared.cache import CacheKeys
-from herald_shared.redis_client import REDIS_ERRORS
+from herald_shared.redis_client import REDIS_ERRORS, RedisClient, is_cluster
 from herald_shared.resilience import Breaker, BreakerOpenError
 
 _log = structlog.get_logger(__name__)
 _UNAVAILABLE: tuple[type[BaseException], ...] = (BreakerOpenError, *REDIS_ERRORS)
 
-# KEYS[1] current window counter, KEYS[2] previous window counter, KEYS[3] (optional) key to GET.
-# ARGV: now ms, window ms, limit. Returns {allowed, remaining, reset ms, retry-after ms, value}.
+# KEYS[1] current window counter, KEYS[2] previous window counter (one slot: the subject's tag),
+# KEYS[3...] (optional, one node only) keys to fetch when allowed. ARGV: now ms, window ms, limit.
+# Returns {allowed, remaining, reset ms, retry-after ms, values}.
 _HIT = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -53,9 +56,9 @@ else
   if curr > 0 then into_next = window * math.max(0, 1 - (limit - 1) / curr) end
   retry_after = window - elapsed + math.ceil(into_next)
 end
-local value = false
-if allowed == 1 and #KEYS > 2 then value = redis.call('GET', KEYS[3]) end
-return {allowed, math.max(0, math.floor(limit - count)), window - elapsed, retry_after, value}
+local values = {}
+if allowed == 1 and #KEYS > 2 then values = redis.call('MGET', unpack(KEYS, 3)) end
+return {allowed, math.max(0, math.floor(limit - count)), window - elapsed, retry_after, values}
 """
 
 
@@ -68,8 +71,9 @@ class LimitResult:
     remaining: int | None = None
     reset_seconds: int | None = None
     retry_after_seconds: int | None = None
-    #: The extra key's value, when one was asked for and the request was allowed.
-    value: bytes | None = None
+    #: The values of the keys asked for with the hit (None for each absent one), when the
+    #: request was allowed; empty otherwise.
+    values: tuple[bytes | None, ...] = ()
     #: The counter the request was counted in, when it was (for ``RateLimiter.refund``).
     counted_in: str | None = None
 
@@ -99,15 +103,20 @@ class RateLimitUnavailableError(Exception):
 class RateLimiter:
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         keys: CacheKeys,
         breaker: Breaker,
         *,
         window_seconds: int,
         fail_closed: bool,
         clock: Callable[[], float] = time.time,
+        cluster: bool | None = None,
     ) -> None:
+        """``cluster``: whether keys of different slots may be on different nodes (by default,
+        whether ``client`` is a cluster client)."""
+        self._client = client
         self._script = client.register_script(_HIT)
+        self._cluster = is_cluster(client) if cluster is None else cluster
         self._refund = client.register_script(_REFUND)
         self._keys = keys
         self._breaker = breaker
@@ -116,19 +125,25 @@ class RateLimiter:
         self._fail_closed = fail_closed
         self._clock = clock
 
-    async def hit(self, subject: str, limit: int, *, also_get: str | None = None) -> LimitResult:
-        """Count one request of ``subject`` against ``limit``; optionally GET ``also_get``."""
+    async def hit(self, subject: str, limit: int, *, also_get: tuple[str, ...] = ()) -> LimitResult:
+        """Count one request of ``subject`` against ``limit``; fetch the keys ``also_get``
+        (all of one hash slot) in the same round trip."""
         now_ms = int(self._clock() * 1000)
         index = now_ms // self._window_ms
-        base = self._keys.rate_limit(subject)
-        keys = [f"{base}:{index}", f"{base}:{index - 1}"]
-        if also_get is not None:
-            keys.append(also_get)
+        keys = [self._keys.rate_limit(subject, index), self._keys.rate_limit(subject, index - 1)]
+        args = [now_ms, self._window_ms, limit]
         try:
             async with self._breaker.guard():
-                allowed, remaining, reset_ms, retry_ms, value = await self._script(
-                    keys=keys, args=[now_ms, self._window_ms, limit]
-                )
+                if self._cluster and also_get:
+                    hit, fetched = await asyncio.gather(
+                        self._script(keys=keys, args=args), self._client.mget(also_get)
+                    )
+                    allowed, remaining, reset_ms, retry_ms, _ = hit
+                    values = fetched if allowed else []
+                else:
+                    allowed, remaining, reset_ms, retry_ms, values = await self._script(
+                        keys=[*keys, *also_get], args=args
+                    )
         except _UNAVAILABLE as exc:
             if self._fail_closed:
                 raise RateLimitUnavailableError from exc
@@ -141,7 +156,7 @@ class RateLimiter:
             remaining=int(remaining),
             reset_seconds=math.ceil(int(reset_ms) / 1000),
             retry_after_seconds=max(1, math.ceil(int(retry_ms) / 1000)) if not allowed else None,
-            value=value if isinstance(value, bytes) else None,
+            values=tuple(v if isinstance(v, bytes) else None for v in values),
             counted_in=keys[0] if allowed else None,
         )
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 
-import redis.asyncio as redis
 import structlog
 
 from herald_api.access.keys import INVALID, REVOKED
 from herald_shared.cache import CacheKeys
-from herald_shared.redis_client import REDIS_UNAVAILABLE
+from herald_shared.redis_client import REDIS_UNAVAILABLE, RedisClient
 from herald_shared.resilience import Breaker
 
 _log = structlog.get_logger(__name__)
@@ -28,7 +27,7 @@ _BY_VALUE = {value: reason for reason, value in _REASONS.items()}
 
 class UnknownKeys:
     def __init__(
-        self, client: redis.Redis, keys: CacheKeys, breaker: Breaker, *, ttl_seconds: float
+        self, client: RedisClient, keys: CacheKeys, breaker: Breaker, *, ttl_seconds: float
     ) -> None:
         self._client = client
         self._keys = keys

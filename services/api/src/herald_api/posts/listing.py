@@ -14,7 +14,7 @@ from herald_api.access.principals import Authenticated
 from herald_api.lifespan import get_state
 from herald_api.paging.cursors import Position, filter_fingerprint
 from herald_api.paging.pages import Cursor, Limit, Pager
-from herald_api.posts.reads import list_page_key
+from herald_api.posts.reads import list_page_keys
 from herald_api.posts.repository import ListQuery
 from herald_api.posts.schemas import TAG_PATTERN, Status
 
@@ -66,12 +66,12 @@ def fingerprint_of(params: PageParams, *extra: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ListPlan:
-    """A page of the post list: None for ``query`` when nothing can match; ``cache_key`` for a
-    first page every viewer sees alike (see ``list_page_key``)."""
+    """A page of the post list: None for ``query`` when nothing can match; ``cache_keys`` for a
+    first page every viewer sees alike (see ``list_page_keys``)."""
 
     pager: Pager
     query: ListQuery | None
-    cache_key: str | None
+    cache_keys: tuple[str, ...]
 
 
 async def plan_list(request: Request, principal: Authenticated, params: PageParamsDep) -> ListPlan:
@@ -79,4 +79,4 @@ async def plan_list(request: Request, principal: Authenticated, params: PagePara
     state = await get_state(request)
     pager = Pager(state.cursors, fingerprint_of(params), params.limit)
     query = visible_query(principal, params, pager.start(params.cursor))
-    return ListPlan(pager, query, list_page_key(state, query, pager.fingerprint))
+    return ListPlan(pager, query, list_page_keys(state, query, pager.fingerprint))

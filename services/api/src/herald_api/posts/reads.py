@@ -2,12 +2,15 @@
 first list pages every viewer sees alike, and the invalidation a writer applies right after its
 commit.
 
-A hit costs one Redis round trip (``read_through_cache`` fetches the entry with the read
-budget). A miss reads PostgreSQL (the replica when configured) once per process however many
-requests are waiting, and fills the cache unless an invalidation for a newer version got there
-first; a replica's row the cache refuses is read again from the primary, never served. Any
-Redis failure degrades to reading PostgreSQL (the primary, with a replica); it never fails the
-request.
+A hit costs one Redis round trip (``read_through_cache`` fetches the entry, or a list page and
+the list generation, with the read budget). A miss reads PostgreSQL (the replica when
+configured) once per process however many requests are waiting, and fills the cache unless
+an invalidation for a newer version got there first; a replica's row the cache refuses is read
+again from the primary, never served. Any Redis failure degrades to reading PostgreSQL (the
+primary, with a replica); it never fails the request.
+
+The writer invalidates its post's entry after its commit; list pages are retired by the
+cache-invalidator alone, once per post event (docs/decisions/0039-list-page-generations.md).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from herald_api.lifespan import AppState, get_state
 from herald_api.posts.repository import ListQuery, fetch_post, is_enriched
 from herald_api.posts.schemas import PostOut
 from herald_api.replica import has_replica
-from herald_shared.cache import CachedPost, revision
+from herald_shared.cache import INITIAL_GENERATION, CachedPost, current_list_page, revision
+from herald_shared.metrics import REPLICA_ROUTING
 from herald_shared.redis_client import REDIS_UNAVAILABLE
 
 _log = structlog.get_logger(__name__)
@@ -41,18 +45,18 @@ def entry_of(row: asyncpg.Record) -> CachedPost:
 
 @dataclass(frozen=True, slots=True)
 class PostLookup:
-    """A read of one post: the key its cached entry is fetched under (None when the cache is
+    """A read of one post: the key its cached entry is fetched under (none when the cache is
     off or Redis is down), fetched by ``read_through_cache`` with the read budget."""
 
     post_id: uuid.UUID
-    cache_key: str | None
+    cache_keys: tuple[str, ...]
 
 
 async def post_lookup(post_id: uuid.UUID, request: Request) -> PostLookup:
     state = await get_state(request)
     if state.cache is None or state.redis_breaker.is_open:
-        return PostLookup(post_id, None)
-    return PostLookup(post_id, state.cache.keys.post(post_id))
+        return PostLookup(post_id, ())
+    return PostLookup(post_id, (state.cache.keys.post(post_id),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +93,22 @@ async def _read_and_fill(state: AppState, post_id: uuid.UUID) -> _LoadedPost | N
     refused as stale, a fill that could not be tried, and a post the replica does not have
     (it may be new) are read again from the primary (decision 0036)."""
     cache_usable = state.cache is not None and not state.redis_breaker.is_open
-    if has_replica(state) and cache_usable:
+    replica = has_replica(state)
+    if replica and not cache_usable:
+        REPLICA_ROUTING.labels("primary", "unchecked").inc()
+    elif replica:
         async with state.db.reader() as conn:
             row = await fetch_post(conn, post_id)
-        if row is not None:
+        if row is None:
+            REPLICA_ROUTING.labels("primary", "missing").inc()
+        else:
             entry = entry_of(row)
-            if await fill(state, post_id, entry) is True:
+            stored = await fill(state, post_id, entry)
+            if stored is True:
+                REPLICA_ROUTING.labels("replica", "version-checked").inc()
                 return _LoadedPost(entry.version, entry.status, entry.author_id, entry.body, True)
-    async with state.db.writer() if has_replica(state) else state.db.reader() as conn:
+            REPLICA_ROUTING.labels("primary", "stale" if stored is False else "unchecked").inc()
+    async with state.db.writer() if replica else state.db.reader() as conn:
         row = await fetch_post(conn, post_id)
     if row is None:
         return None
@@ -138,8 +150,9 @@ async def invalidate_after_write(state: AppState, post_id: uuid.UUID, version: i
         _log.debug("invalidation after write skipped", post_id=str(post_id), error=repr(exc))
 
 
-def list_page_key(state: AppState, query: ListQuery | None, fingerprint: str) -> str | None:
-    """The cache key of a first page every viewer sees alike, or None when not cacheable.
+def list_page_keys(state: AppState, query: ListQuery | None, fingerprint: str) -> tuple[str, ...]:
+    """The keys of a first page every viewer sees alike (the page, then the list generation:
+    see ``list_page``), or none when not cacheable.
 
     Only published posts qualify (any author or tag filter): a page that may hold drafts
     depends on who asks.
@@ -152,18 +165,18 @@ def list_page_key(state: AppState, query: ListQuery | None, fingerprint: str) ->
         or query.visible_to is not None
         or state.redis_breaker.is_open
     ):
-        return None
-    return state.cache.keys.list_page(f"{fingerprint}:{query.limit}")
+        return ()
+    return state.cache.list_keys(f"{fingerprint}:{query.limit}")
 
 
-async def list_generation(state: AppState) -> bytes | None:
-    if state.cache is None:
-        return None
-    try:
-        async with state.redis_breaker.guard():
-            return await state.cache.list_generation()
-    except REDIS_UNAVAILABLE:
-        return None
+def list_page(values: tuple[bytes | None, ...]) -> tuple[bytes | None, bytes | None]:
+    """(the cached page, or None on a miss; the generation to fill a miss under, or None when
+    Redis could not be asked) from the values of ``list_page_keys``. The generation was read
+    before the database is, so a page read from data older than a later change is refused."""
+    if len(values) != 2:
+        return None, None
+    page, generation = values
+    return current_list_page(page, generation), generation or INITIAL_GENERATION
 
 
 async def fill_list_page(state: AppState, key: str, generation: bytes, body: bytes) -> None:

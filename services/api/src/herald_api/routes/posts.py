@@ -33,7 +33,7 @@ from herald_api.posts.reads import (
     PostLookup,
     fill_list_page,
     invalidate_after_write,
-    list_generation,
+    list_page,
     load_post,
     post_json,
     post_lookup,
@@ -90,10 +90,17 @@ async def _after_write(
     post_id: uuid.UUID,
     version: int,
     position: int | None = None,
+    *,
+    created: bool = False,
 ) -> None:
     """Before the answer: wake the relay, invalidate, and fence the writer's later reads
-    (``position``: the primary's, read after the commit)."""
+    (``position``: the primary's, read after the commit). A post just created has nothing
+    cached to invalidate (list pages are the cache-invalidator's, decision 0039): no Redis
+    call for it."""
     state.events_committed()
+    if created:
+        await remember_write(state, principal.account_id, position)
+        return
     await asyncio.gather(
         invalidate_after_write(state, post_id, version),
         remember_write(state, principal.account_id, position),
@@ -167,7 +174,9 @@ async def create_post(
         state, principal, idempotency_key, path=router.prefix, payload=payload, write=write
     )
     if outcome.created is not None:
-        await _after_write(state, principal, outcome.created["id"], outcome.created["version"])
+        await _after_write(
+            state, principal, outcome.created["id"], outcome.created["version"], created=True
+        )
     return outcome.response
 
 
@@ -290,10 +299,10 @@ async def remove_post(
 )
 async def list_posts_page(read: PostListRead) -> Response:
     state, plan = read.state, read.plan
-    if read.cached is not None:
+    cached, generation = list_page(read.values)
+    if cached is not None:
         CACHE_LOOKUPS.labels("hit").inc()
-        return Response(read.cached, media_type=JSON, headers={"X-Cache": "hit"})
-    generation = await list_generation(state) if plan.cache_key is not None else None
+        return Response(cached, media_type=JSON, headers={"X-Cache": "hit"})
     rows: list[asyncpg.Record] = []
     current = True
     if plan.query is not None:
@@ -307,9 +316,9 @@ async def list_posts_page(read: PostListRead) -> Response:
             rows = await list_posts(read_from.conn, plan.query)
             current = read_from.current
     response = plan.pager.response(PostPage, rows)
-    if plan.cache_key is not None:
+    if plan.cache_keys:
         CACHE_LOOKUPS.labels("miss").inc()
         response.headers["X-Cache"] = "miss"
         if generation is not None and current:
-            await fill_list_page(state, plan.cache_key, generation, bytes(response.body))
+            await fill_list_page(state, plan.cache_keys[0], generation, bytes(response.body))
     return response

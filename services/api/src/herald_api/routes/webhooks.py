@@ -176,7 +176,7 @@ async def list_webhooks_page(
     response_model=WebhookOut,
     operation_id="get_webhook",
     summary="Read one of your webhooks",
-    responses=problem_responses(400, 401, 404, 422, 429, 503),
+    responses=problem_responses(401, 404, 422, 429, 503),
 )
 async def read_webhook(
     webhook_id: uuid.UUID, state: StateDep, principal: ReadPrincipal
@@ -219,7 +219,7 @@ async def patch_webhook(
     status_code=204,
     operation_id="delete_webhook",
     summary="Delete a webhook and its delivery log",
-    responses=problem_responses(400, 401, 404, 422, 429, 503),
+    responses=problem_responses(401, 404, 422, 429, 503),
 )
 async def remove_webhook(
     webhook_id: uuid.UUID, state: StateDep, principal: WritePrincipal
@@ -242,7 +242,7 @@ async def remove_webhook(
         "`previous_secret_expires_at` with the previous one too (two signatures in "
         "`webhook-signature`); rotating again within that overlap retires the older secret."
     ),
-    responses=problem_responses(400, 401, 404, 422, 429, 503),
+    responses=problem_responses(401, 404, 422, 429, 503),
 )
 async def rotate_secret(
     webhook_id: uuid.UUID, state: StateDep, principal: WritePrincipal, settings: WebhookSettingsDep
