@@ -167,3 +167,20 @@ async def test_pages_that_depend_on_the_viewer_are_never_shared(
             await client.get("/v1/posts", params={"tag": tag, "limit": 1}, headers=author.headers)
         ).headers
     )
+
+
+async def test_creating_a_post_makes_no_cache_call(
+    client: httpx.AsyncClient, make_key: MakeKey, cache: PostCache
+) -> None:
+    """A new post has nothing cached and list pages are the invalidator's: the POST's only
+    Redis work is its rate limit (no fence is written, no generation moved)."""
+    key = await make_key()
+    before = await cache.list_generation()
+    created = await create(client, key.headers, f"t{uuid.uuid4().hex[:8]}")
+    post_id = uuid.UUID(created["id"])
+    assert await cache.client.exists(cache.keys.post_invalidated(post_id)) == 0
+    assert await cache.list_generation() == before
+    # An update still invalidates the writer's post at once.
+    patched = await client.patch(f"/v1/posts/{post_id}", json={"title": "new"}, headers=key.headers)
+    assert patched.status_code == 200, patched.text
+    assert await cache.client.get(cache.keys.post_invalidated(post_id)) == b"4"
