@@ -37,6 +37,9 @@ VALUES ($1, 'post.created', $2, 1, $3::jsonb, '{}'::jsonb)
 """
 
 
+_SETTLE = "UPDATE outbox SET published_at = now() WHERE published_at IS NULL"
+
+
 @dataclass(slots=True)
 class Phase:
     cpu_seconds: float
@@ -85,6 +88,8 @@ async def _phase(
     coalesce: float | None,
 ) -> Phase:
     """``coalesce`` None: the writer alone."""
+    # Rows an earlier phase left (the writer alone publishes nothing) are not this phase's.
+    await pool.execute(_SETTLE)
     if coalesce is None:
         started = time.process_time()
         await _writes(pool, None, events, rate, writers)

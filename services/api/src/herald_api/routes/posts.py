@@ -90,10 +90,17 @@ async def _after_write(
     post_id: uuid.UUID,
     version: int,
     position: int | None = None,
+    *,
+    created: bool = False,
 ) -> None:
     """Before the answer: wake the relay, invalidate, and fence the writer's later reads
-    (``position``: the primary's, read after the commit)."""
+    (``position``: the primary's, read after the commit). A post just created has nothing
+    cached to invalidate (list pages are the cache-invalidator's, decision 0039): only the
+    fence is written for it."""
     state.events_committed()
+    if created:
+        await remember_write(state, principal.account_id, position)
+        return
     await asyncio.gather(
         invalidate_after_write(state, post_id, version),
         remember_write(state, principal.account_id, position),
@@ -167,7 +174,9 @@ async def create_post(
         state, principal, idempotency_key, path=router.prefix, payload=payload, write=write
     )
     if outcome.created is not None:
-        await _after_write(state, principal, outcome.created["id"], outcome.created["version"])
+        await _after_write(
+            state, principal, outcome.created["id"], outcome.created["version"], created=True
+        )
     return outcome.response
 
 
@@ -290,14 +299,19 @@ async def remove_post(
 )
 async def list_posts_page(read: PostListRead) -> Response:
     state, plan = read.state, read.plan
-    cached, generation = list_page(read.values)
-    if cached is not None:
+    lookup = list_page(read.values)
+    if lookup.page is not None:
         CACHE_LOOKUPS.labels("hit").inc()
-        return Response(cached, media_type=JSON, headers={"X-Cache": "hit"})
+        return Response(lookup.page, media_type=JSON, headers={"X-Cache": "hit"})
+    generation = lookup.generation
     rows: list[asyncpg.Record] = []
     current = True
     if plan.query is not None:
-        fence = await write_fence(state, read.principal.account_id)
+        fence = (
+            lookup.fence
+            if generation is not None
+            else await write_fence(state, read.principal.account_id)
+        )
         # A page filled from the replica must hold every change its generation announced:
         # those committed before the primary's present position.
         current_at = (
