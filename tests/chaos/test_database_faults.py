@@ -18,6 +18,25 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(SCENARIO_TIMEOUT)]
 #: plus its connect timeout (5 s), and a second of slack for a busy machine.
 OUTAGE_BOUND_SECONDS = 8.0
 
+#: The latency scenario: each direction of every PostgreSQL round trip is this much late.
+LATENCY_SECONDS = 0.1
+#: Its pool wait (a small pool with a short wait, so the added latency exhausts it) and the
+#: longest a statement may wait for a lock (a PATCH or DELETE waits for the row while the
+#: worker's transaction for the post's previous event holds it).
+LATENCY_ACQUIRE_SECONDS = 0.5
+LATENCY_LOCK_WAIT_SECONDS = 1.0
+#: The slowest request path with latency: a PATCH (or DELETE) by a key not verified lately.
+#: It waits for a connection twice (the key's lookup, then the write), makes one round trip for
+#: the key and five for the write (BEGIN, the row lock, the change, the outbox row, COMMIT),
+#: and may wait for the row's lock. Redis and RabbitMQ are not slowed. Anything slower is a
+#: request that outlived its deadlines (the statement and command timeouts, 5 s and 10 s,
+#: are backstops this path must never reach).
+LATENCY_SLOWEST_PATH_SECONDS = (
+    2 * LATENCY_ACQUIRE_SECONDS + (1 + 5) * 2 * LATENCY_SECONDS + LATENCY_LOCK_WAIT_SECONDS
+)
+#: ... and a second of slack for a busy machine, as for the outage.
+LATENCY_BOUND_SECONDS = LATENCY_SLOWEST_PATH_SECONDS + 1.0
+
 
 def _quick_refusal(answer: Answer) -> bool:
     return bool(
@@ -80,15 +99,18 @@ async def test_postgres_latency_makes_requests_fail_fast_with_503_and_loses_noth
     chaos_system: ChaosSystem, scale: Scale
 ) -> None:
     proxy = await chaos_system.proxy("postgres")
-    # A small pool with a short wait, so the added latency exhausts it and the bound shows.
     chaos_system.extra_env.update(
-        {"HERALD_DB_POOL_MAX_SIZE": "4", "HERALD_DB_ACQUIRE_TIMEOUT_SECONDS": "0.5"}
+        {
+            "HERALD_DB_POOL_MAX_SIZE": "4",
+            "HERALD_DB_ACQUIRE_TIMEOUT_SECONDS": str(LATENCY_ACQUIRE_SECONDS),
+            "HERALD_DB_LOCK_TIMEOUT_MS": str(round(LATENCY_LOCK_WAIT_SECONDS * 1000)),
+        }
     )
     profile = LoadProfile(clients=16, rate=60.0, max_requests=scale.profile.max_requests)
     async with running_herald(chaos_system, scale, api_processes=1, profile=profile) as herald:
         herald.driver.start()
         await herald.driver.wait_ok_writes(scale.warmup_writes)
-        proxy.latency(0.1)
+        proxy.latency(LATENCY_SECONDS)
         slowed = herald.mark("latency added")
         await herald.driver.run_for(max(scale.phase_seconds * 2, 6.0))
         proxy.restore()
@@ -97,8 +119,7 @@ async def test_postgres_latency_makes_requests_fail_fast_with_503_and_loses_noth
         await herald.driver.stop()
 
         during = herald.driver.answers_between(slowed, restored)
-        # One round trip is 0.2 s now: a request that got a connection needs a handful.
-        wrong = misanswered(during, bound=5.0)
+        wrong = misanswered(during, bound=LATENCY_BOUND_SECONDS)
         refused = [a for a in during if a.status == 503]
         report = await check_ledger(
             chaos_system, herald.driver, herald.subscribers, scenario="postgres +100 ms"

@@ -1,8 +1,10 @@
 """The asyncpg pools: one for the primary and, when configured, one for the read replica.
 
 Every connection carries a deadline: a connect timeout, an acquire timeout, a client-side
-command timeout and (unless running behind PgBouncer) server-side statement and
-idle-in-transaction timeouts as a backstop.
+command timeout and (unless running behind PgBouncer) server-side statement, lock and
+idle-in-transaction timeouts. The lock timeout bounds what the others do not: a write waiting
+for a row another transaction holds (a consumer's transaction, slow under a slow network) would
+otherwise wait up to the whole statement timeout.
 
 Connections go back to the pool without a reset query: Herald keeps no session state (advisory
 locks are transaction-scoped, no LISTEN, no session SET, no held cursors), so asyncpg's
@@ -168,6 +170,7 @@ def pool_options(settings: DatabaseSettings, application_name: str) -> dict[str,
         options["server_settings"] = {
             "application_name": application_name,
             "statement_timeout": str(settings.statement_timeout_ms),
+            "lock_timeout": str(settings.lock_timeout_ms),
             "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
         }
     return options

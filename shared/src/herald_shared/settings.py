@@ -38,6 +38,14 @@ class DatabaseSettings(BaseSettings):
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     command_timeout_seconds: float = Field(default=10.0, gt=0)
     statement_timeout_ms: int = Field(default=5000, ge=0)
+    lock_timeout_ms: int = Field(
+        default=1000,
+        ge=0,
+        description=(
+            "Longest a statement waits for a row or advisory lock (0: no limit but the "
+            "statement timeout); a wait past it fails the statement, which the API answers 503."
+        ),
+    )
     idle_in_transaction_timeout_ms: int = Field(default=10000, ge=0)
     max_inactive_connection_lifetime_seconds: float = Field(default=300.0, ge=0)
     replica_fence_seconds: float = Field(
@@ -53,7 +61,8 @@ class DatabaseSettings(BaseSettings):
         default=False,
         description=(
             "Behind PgBouncer in transaction mode: no prepared-statement cache and no "
-            "per-connection server settings (set statement_timeout on the role instead)."
+            "per-connection server settings (set statement_timeout and lock_timeout on the "
+            "role instead)."
         ),
     )
 

@@ -61,21 +61,25 @@ async def create(client: httpx.AsyncClient, headers: dict[str, str], tag: str) -
 async def test_a_post_event_makes_the_next_read_miss_and_fill_again(
     client: httpx.AsyncClient, make_key: MakeKey, cache: PostCache
 ) -> None:
-    key = await make_key()
+    key, viewer = await make_key(), await make_key()
     tag = f"t{uuid.uuid4().hex[:8]}"
     first = await create(client, key.headers, tag)
     params = {"tag": tag, "status": "published"}
 
-    async def read() -> tuple[str, list[str]]:
-        page = await client.get("/v1/posts", params=params, headers=key.headers)
+    async def read(who: dict[str, str] = viewer.headers) -> tuple[str, list[str]]:
+        page = await client.get("/v1/posts", params=params, headers=who)
         return page.headers["X-Cache"], [item["id"] for item in page.json()["items"]]
 
     assert await read() == ("miss", [first["id"]])
     assert await read() == ("hit", [first["id"]])
 
     # The API's own write leaves list pages alone: retiring them is the invalidator's part.
+    # Until then only the writer, whose write fence its read fetches with the page, is not
+    # served the cached page (decision 0036); its read fills the page it saw.
     second = await create(client, key.headers, tag)
     assert await read() == ("hit", [first["id"]])
+    assert await read(key.headers) == ("miss", [second["id"], first["id"]])
+    assert await read() == ("hit", [second["id"], first["id"]])
 
     await post_event(cache, second)
     assert await read() == ("miss", [second["id"], first["id"]])
@@ -172,8 +176,9 @@ async def test_pages_that_depend_on_the_viewer_are_never_shared(
 async def test_creating_a_post_makes_no_cache_call(
     client: httpx.AsyncClient, make_key: MakeKey, cache: PostCache
 ) -> None:
-    """A new post has nothing cached and list pages are the invalidator's: the POST's only
-    Redis work is its rate limit (no fence is written, no generation moved)."""
+    """A new post has nothing cached and list pages are the invalidator's: besides its rate
+    limit, the POST's only Redis work is the writer's read fence (decision 0036); no tombstone
+    is written, no generation moved."""
     key = await make_key()
     before = await cache.list_generation()
     created = await create(client, key.headers, f"t{uuid.uuid4().hex[:8]}")

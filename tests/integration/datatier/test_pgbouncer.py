@@ -34,7 +34,9 @@ from herald_shared.migrate import MIGRATION_LOCK_KEY, upgrade
 from herald_shared.settings import DatabaseSettings
 from herald_worker.jobs.periodic import JobRun, PeriodicJob, run_if_due
 from tests.conftest import TEST_CONSUMERS, ApiKey, MakeKey
+from tests.deploy.rendered import container, one
 from tests.integration.datatier.manifests import (
+    OVERLAY,
     PGBOUNCER_ADDRESS,
     alias_fields,
     database_environment,
@@ -291,7 +293,14 @@ async def test_migrations_bypass_pgbouncer_whose_pooling_keeps_session_locks(
     migrate = urlsplit(manifest_env["MIGRATE_DSN"])
     herald = alias_fields(pgbouncer_config().databases["herald"])
     primary = urlsplit(database_dsn)
-    # The same server and database as PgBouncer's "herald" alias, without PgBouncer.
+    # Every pod's migrate step connects with MIGRATE_DSN...
+    for name in ("herald-api", "herald-worker"):
+        migrate_env = container(one(OVERLAY, "Deployment", name), "migrate")["env"]
+        assert {
+            "name": "HERALD_DB_DSN",
+            "valueFrom": {"configMapKeyRef": {"name": "herald-config", "key": "MIGRATE_DSN"}},
+        } in migrate_env
+    # ...the same server and database as PgBouncer's "herald" alias, without PgBouncer.
     assert (migrate.hostname, migrate.port) == (primary.hostname, primary.port)
     assert str(migrate.port) != str(bouncer.port)
     assert migrate.path.lstrip("/") == herald["dbname"]

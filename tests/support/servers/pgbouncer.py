@@ -40,6 +40,7 @@ START_SECONDS = 20.0
 IGNORED_STARTUP_PARAMETERS = (
     "extra_float_digits",
     "statement_timeout",
+    "lock_timeout",
     "idle_in_transaction_session_timeout",
     "application_name",
 )

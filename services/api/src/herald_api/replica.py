@@ -50,8 +50,8 @@ _REPLAYED = (
 
 # KEYS[1] the account's write fence; ARGV: position, ttl ms. Only ever raised.
 _RAISE_FENCE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > current then
+local current = redis.call('GET', KEYS[1])
+if not current or tonumber(ARGV[1]) > tonumber(current) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -72,10 +72,17 @@ def has_replica(state: AppState) -> bool:
     return state.db.replica is not state.db.primary
 
 
-def _fence_key(state: AppState, account_id: uuid.UUID) -> str | None:
+def fence_key(state: AppState, account_id: uuid.UUID) -> str | None:
+    """The account's write fence: in the list pages' slot, so that a list read fetches it in the
+    same round trip as the page (a writer is not served a page cached before its write)."""
     if state.cache is None:
         return None
-    return f"{state.cache.keys.prefix}rw:{account_id}"
+    return f"{state.cache.keys.prefix}{{lists}}:rw:{account_id}"
+
+
+def fence_of(raw: bytes | str | None) -> int | None:
+    """The fence's position from its stored value (0 without a replica); None when absent."""
+    return None if raw is None else int(raw)
 
 
 async def primary_position(state: AppState) -> int:
@@ -101,10 +108,11 @@ async def remember_write(
     state: AppState, account_id: uuid.UUID, position: int | None = None
 ) -> None:
     """After a commit by ``account_id``: its later reads must see what it wrote (``position``,
-    from ``commit_position``, or read now). Best effort (a failure is logged): the write
-    itself has committed."""
-    key = _fence_key(state, account_id)
-    if state.cache is None or key is None or not has_replica(state):
+    from ``commit_position``, or read now; 0 without a replica, where the fence only marks a
+    recent writer for the list cache). Best effort (a failure is logged): the write itself has
+    committed."""
+    key = fence_key(state, account_id)
+    if state.cache is None or key is None:
         return
     if state.redis_breaker.is_open:
         _log.warning("write fence not recorded", account=str(account_id), error="breaker open")
@@ -113,7 +121,7 @@ async def remember_write(
     raise_fence = state.cache.client.register_script(_RAISE_FENCE)
     try:
         if position is None:
-            position = await primary_position(state)
+            position = await primary_position(state) if has_replica(state) else 0
         async with state.redis_breaker.guard():
             await raise_fence(keys=[key], args=[position, ttl_ms])
     except _RECORDING_FAILURES as exc:
@@ -125,7 +133,7 @@ async def write_fence(state: AppState, account_id: uuid.UUID) -> Fence:
     replica is configured), ``UNKNOWN`` when the fence cannot be read."""
     if not has_replica(state):
         return None
-    key = _fence_key(state, account_id)
+    key = fence_key(state, account_id)
     if state.cache is None or key is None or state.redis_breaker.is_open:
         return UNKNOWN
     try:
@@ -133,7 +141,7 @@ async def write_fence(state: AppState, account_id: uuid.UUID) -> Fence:
             raw = await state.cache.client.get(key)
     except REDIS_UNAVAILABLE:
         return UNKNOWN
-    return None if raw is None else int(raw)
+    return fence_of(raw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,12 @@ handling ended together, instead of one frame (and one drain of the socket) per 
 
 The consumer tells ``Acks`` about every delivery as it arrives (``delivered``), and asks for an
 ack only once the message's effects are committed (or its re-published copy confirmed):
-``ack`` marks the delivery done and schedules a flush for the next turn of the event loop, so
-every ack asked for in the same turn goes out together. A nack or reject is sent at once by the
-caller, which then calls ``forget``.
+``ack`` marks the delivery done and schedules a flush ``FLUSH_DELAY_SECONDS`` later (at once when
+``max_held`` acks are waiting), so the acks asked for meanwhile go out together: handlers end in
+turns of the event loop of their own (each is woken by its own reply), so flushing every turn
+would send one ack per message all the same. The delay costs nothing but a little of the
+prefetch window: the effects are committed before the ack is asked for. A nack or reject is
+sent at once by the caller, which then calls ``forget``.
 
 A multiple ack covers every unacknowledged delivery of the channel up to its tag, so a flush
 acks only the *prefix*: the oldest outstanding deliveries, up to the first one still being
@@ -33,6 +36,9 @@ from herald_shared.messaging.connection import BROKER_ERRORS
 
 _log = structlog.get_logger(__name__)
 
+#: How long an ack asked for may wait for others to go out with.
+FLUSH_DELAY_SECONDS = 0.002
+
 
 @dataclass(slots=True)
 class _Channel:
@@ -50,6 +56,8 @@ class Acks:
         self._flush: asyncio.Handle | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._last: asyncio.Task[None] | None = None
+        #: Acks (and forgets) since the last flush.
+        self._waiting = 0
 
     def delivered(self, message: AbstractIncomingMessage) -> None:
         """A delivery arrived (before anything else is done with it)."""
@@ -91,11 +99,19 @@ class Acks:
         return sum(sum(s.outstanding.values()) for s in self._channels.values())
 
     def _schedule(self) -> None:
-        if self._flush is None:
+        waiting = self._waiting = self._waiting + 1
+        if waiting >= self._max_held:
+            if self._flush is not None:
+                self._flush.cancel()
             self._flush = asyncio.get_running_loop().call_soon(self._run_flush)
+        elif self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(
+                FLUSH_DELAY_SECONDS, self._run_flush
+            )
 
     def _run_flush(self) -> None:
         self._flush = None
+        self._waiting = 0
         for key, state in list(self._channels.items()):
             if state.channel.is_closed:
                 del self._channels[key]

@@ -79,4 +79,6 @@ async def plan_list(request: Request, principal: Authenticated, params: PagePara
     state = await get_state(request)
     pager = Pager(state.cursors, fingerprint_of(params), params.limit)
     query = visible_query(principal, params, pager.start(params.cursor))
-    return ListPlan(pager, query, list_page_keys(state, query, pager.fingerprint))
+    return ListPlan(
+        pager, query, list_page_keys(state, query, pager.fingerprint, principal.account_id)
+    )

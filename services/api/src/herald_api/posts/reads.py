@@ -10,7 +10,9 @@ again from the primary, never served. Any Redis failure degrades to reading Post
 primary, with a replica); it never fails the request.
 
 The writer invalidates its post's entry after its commit; list pages are retired by the
-cache-invalidator alone, once per post event (docs/decisions/0039-list-page-generations.md).
+cache-invalidator alone, once per post event (docs/decisions/0039-list-page-generations.md), so
+until then a viewer that wrote lately (its write fence, fetched with the page) is not served a
+cached page: it reads PostgreSQL as the replica routing allows (decision 0036).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from fastapi import Request
 from herald_api.lifespan import AppState, get_state
 from herald_api.posts.repository import ListQuery, fetch_post, is_enriched
 from herald_api.posts.schemas import PostOut
-from herald_api.replica import has_replica
+from herald_api.replica import UNKNOWN, Fence, fence_key, fence_of, has_replica
 from herald_shared.cache import INITIAL_GENERATION, CachedPost, current_list_page, revision
 from herald_shared.metrics import REPLICA_ROUTING
 from herald_shared.redis_client import REDIS_UNAVAILABLE
@@ -150,9 +152,11 @@ async def invalidate_after_write(state: AppState, post_id: uuid.UUID, version: i
         _log.debug("invalidation after write skipped", post_id=str(post_id), error=repr(exc))
 
 
-def list_page_keys(state: AppState, query: ListQuery | None, fingerprint: str) -> tuple[str, ...]:
-    """The keys of a first page every viewer sees alike (the page, then the list generation:
-    see ``list_page``), or none when not cacheable.
+def list_page_keys(
+    state: AppState, query: ListQuery | None, fingerprint: str, account_id: uuid.UUID
+) -> tuple[str, ...]:
+    """The keys of a first page every viewer sees alike (the page, the list generation: see
+    ``list_page``; then the viewer's write fence), or none when not cacheable.
 
     Only published posts qualify (any author or tag filter): a page that may hold drafts
     depends on who asks.
@@ -166,17 +170,31 @@ def list_page_keys(state: AppState, query: ListQuery | None, fingerprint: str) -
         or state.redis_breaker.is_open
     ):
         return ()
-    return state.cache.list_keys(f"{fingerprint}:{query.limit}")
+    fence = fence_key(state, account_id)
+    assert fence is not None
+    return (*state.cache.list_keys(f"{fingerprint}:{query.limit}"), fence)
 
 
-def list_page(values: tuple[bytes | None, ...]) -> tuple[bytes | None, bytes | None]:
-    """(the cached page, or None on a miss; the generation to fill a miss under, or None when
-    Redis could not be asked) from the values of ``list_page_keys``. The generation was read
-    before the database is, so a page read from data older than a later change is refused."""
-    if len(values) != 2:
-        return None, None
-    page, generation = values
-    return current_list_page(page, generation), generation or INITIAL_GENERATION
+@dataclass(frozen=True, slots=True)
+class ListLookup:
+    #: The cached page, None on a miss, or when the viewer wrote lately (decision 0036): pages
+    #: are retired by the cache-invalidator, after the writer's answer.
+    page: bytes | None
+    #: The generation to fill a miss under; None when Redis could not be asked.
+    generation: bytes | None
+    #: The viewer's write fence, as fetched with the page: None when it wrote nothing lately,
+    #: ``UNKNOWN`` when it could not be fetched.
+    fence: Fence
+
+
+def list_page(values: tuple[bytes | None, ...]) -> ListLookup:
+    """The lookup from the values of ``list_page_keys``. The generation was read before the
+    database is, so a page read from data older than a later change is refused."""
+    if len(values) != 3:
+        return ListLookup(None, None, UNKNOWN)
+    page, generation, fence = values
+    current = current_list_page(page, generation) if fence is None else None
+    return ListLookup(current, generation or INITIAL_GENERATION, fence_of(fence))
 
 
 async def fill_list_page(state: AppState, key: str, generation: bytes, body: bytes) -> None:

@@ -95,8 +95,8 @@ async def _after_write(
 ) -> None:
     """Before the answer: wake the relay, invalidate, and fence the writer's later reads
     (``position``: the primary's, read after the commit). A post just created has nothing
-    cached to invalidate (list pages are the cache-invalidator's, decision 0039): no Redis
-    call for it."""
+    cached to invalidate (list pages are the cache-invalidator's, decision 0039): only the
+    fence is written for it."""
     state.events_committed()
     if created:
         await remember_write(state, principal.account_id, position)
@@ -299,14 +299,19 @@ async def remove_post(
 )
 async def list_posts_page(read: PostListRead) -> Response:
     state, plan = read.state, read.plan
-    cached, generation = list_page(read.values)
-    if cached is not None:
+    lookup = list_page(read.values)
+    if lookup.page is not None:
         CACHE_LOOKUPS.labels("hit").inc()
-        return Response(cached, media_type=JSON, headers={"X-Cache": "hit"})
+        return Response(lookup.page, media_type=JSON, headers={"X-Cache": "hit"})
+    generation = lookup.generation
     rows: list[asyncpg.Record] = []
     current = True
     if plan.query is not None:
-        fence = await write_fence(state, read.principal.account_id)
+        fence = (
+            lookup.fence
+            if generation is not None
+            else await write_fence(state, read.principal.account_id)
+        )
         # A page filled from the replica must hold every change its generation announced:
         # those committed before the primary's present position.
         current_at = (
