@@ -105,9 +105,10 @@ SCENARIOS: dict[str, Scenario] = {
                  lambda c: [f"{LIST_PATH}&cursor={c.data.deep_cursor}", c.data.reader_token],
                  lambda c: (f"{LIST_PATH}&cursor={c.data.deep_cursor}", c.data.reader_token, None)),
         Scenario("post", "POST post (outbox, Idempotency-Key)", "post",
-                 lambda c: ["/v1/posts", c.data.reader_token, c.nonce, POST_BODY], None),
+                 lambda c: ["/v1/posts", c.data.writer_tokens[0], c.nonce, POST_BODY], None),
         Scenario("mix", "90/10 read/write mix", "mix",
-                 lambda c: [str(c.pool_file), c.data.reader_token, c.nonce, POST_BODY, "10"], None),
+                 lambda c: [str(c.pool_file), c.data.writer_tokens[0], c.nonce, POST_BODY, "10"],
+                 None),
         Scenario("rate_limited", "GET over the rate limit -> 429", "get",
                  _get("/v1/posts/", "limited"), _probe_get("/v1/posts/", "limited"), expect=429),
         Scenario("list_under_writes", "list, first page, while 10 posts/s are written", "path",
@@ -120,7 +121,7 @@ SCENARIOS: dict[str, Scenario] = {
                  lambda c: [P1_LIST_PATH, c.data.reader_token],
                  lambda c: (P1_LIST_PATH, c.data.reader_token, None)),
         Scenario("p2_post", "P2 POST post (SQLAlchemy insert, then Celery send_task)", "post",
-                 lambda c: ["/p2/posts", c.data.reader_token, c.nonce, POST_BODY], None),
+                 lambda c: ["/p2/posts", c.data.writer_tokens[0], c.nonce, POST_BODY], None),
     )
 }  # fmt: skip
 
@@ -302,7 +303,9 @@ def _writes(
     """The writer a scenario runs alongside wrk (for ``seconds``), or none."""
     if not scenario.writes_per_second:
         return NoWrites()
-    token = ctx.data.reader_token
+    # Another account than the reader's: a writer's own list reads skip pages cached before its
+    # write (read-your-writes), and the case measures what the other readers get.
+    token = ctx.data.writer_tokens[0]
     return BackgroundWriter(server.port, token, scenario.writes_per_second, seconds, nonce)
 
 
