@@ -123,6 +123,12 @@ async def claim(
     )
     if row is None:
         return None
+    return _replay(row, fingerprint)
+
+
+def _replay(row: asyncpg.Record | Mapping[str, Any], fingerprint: bytes) -> StoredResponse:
+    """The stored response of a key's record, or 422 when the key was used with another
+    request."""
     if bytes(row["request_hash"]) != fingerprint:
         raise _reused()
     return StoredResponse(
@@ -306,13 +312,7 @@ def decide(row: asyncpg.Record | Mapping[str, Any], fingerprint: bytes) -> Store
         return None
     if row["request_hash"] is None:
         raise _in_use()
-    if bytes(row["request_hash"]) != fingerprint:
-        raise _reused()
-    return StoredResponse(
-        status=row["response_status"],
-        body=bytes(row["response_body"]),
-        headers=json.loads(row["response_headers"]),
-    )
+    return _replay(row, fingerprint)
 
 
 async def create_in_one_statement(
